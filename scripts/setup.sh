@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Set up a working copy: .venv with the pinned stack, DVC wired, raw data pulled from the remote.
+# Idempotent: reinstalls only when requirements.lock or pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3.11}
+stamp=.venv/.ferops-installed
+want=$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "setup: installing the pinned environment into .venv (about 2-3 minutes)"
+  "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q "pip<26"
+  .venv/bin/python -m pip install -q -r requirements.lock
+  .venv/bin/python -m pip install -q --no-deps -e .
+  echo "$want" > "$stamp"
+fi
+
+.venv/bin/dvc config core.analytics false
+echo "setup: pulling raw data with DVC"
+.venv/bin/dvc pull -q data/raw/sfew.dvc data/raw/fer2013.dvc
+echo "setup: done"

@@ -1,0 +1,65 @@
+"""Grouped, stratified, seeded splits: no clip ever sits in two splits or two folds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ferops.data import CLASSES
+from ferops.splits import SplitConfig, assign_splits, check_no_leak, split_metrics
+
+
+def _rows(seed: int = 0, clips: int = 150) -> list[dict]:
+    """Synthetic frames: clips of 1–6 frames, a few clips spanning two classes (as in SFEW)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(clips):
+        label = int(rng.integers(0, len(CLASSES)))
+        for f in range(int(rng.integers(1, 7))):
+            lab = label if rng.random() > 0.1 else (label + 1) % len(CLASSES)
+            rows.append({"image_id": f"{CLASSES[lab]}/m{c % 20}_{c:06d}_{f:08d}",
+                         "label": CLASSES[lab], "label_index": lab,
+                         "movie": f"m{c % 20}", "clip": f"m{c % 20}_{c:06d}"})  # fmt: skip
+    return rows
+
+
+def test_no_clip_in_two_splits_or_folds() -> None:
+    out = assign_splits(_rows(), SplitConfig())
+    check_no_leak(out)  # raises on a leak
+    clips = {}
+    for row in out:
+        assert clips.setdefault(row["clip"], (row["split"], row["fold"])) == (row["split"], row["fold"])
+
+
+def test_sizes_follow_the_fractions_and_every_class_is_tested() -> None:
+    out = assign_splits(_rows(), SplitConfig(test_size=0.2, val_size=0.15))
+    share = {s: sum(r["split"] == s for r in out) / len(out) for s in ("train", "val", "test")}
+    assert share["test"] == pytest.approx(0.2, abs=0.06)
+    assert share["val"] == pytest.approx(0.15, abs=0.06)
+    metrics = split_metrics(out)
+    assert all(n > 0 for n in metrics["splits"]["test"]["per_class"].values())
+    assert sorted(metrics["fold_sizes"]) == ["0", "1", "2", "3", "4"]
+
+
+def test_same_seed_same_split_other_seed_other_split() -> None:
+    rows = _rows()
+    a = [r["split"] for r in assign_splits(rows, SplitConfig(seed=1))]
+    b = [r["split"] for r in assign_splits(rows, SplitConfig(seed=1))]
+    c = [r["split"] for r in assign_splits(rows, SplitConfig(seed=2))]
+    assert a == b and a != c
+
+
+def test_group_by_movie_keeps_movies_whole() -> None:
+    out = assign_splits(_rows(), SplitConfig(group_by="movie", test_size=0.25))
+    check_no_leak(out, "movie")
+
+
+def test_leak_is_detected() -> None:
+    rows = [{"clip": "a", "split": "train", "fold": 0}, {"clip": "a", "split": "test", "fold": 0}]
+    with pytest.raises(AssertionError, match="more than one split"):
+        check_no_leak(rows)
+
+
+def test_bad_config_names_valid_options() -> None:
+    with pytest.raises(ValueError, match="clip"):
+        SplitConfig(group_by="frame")
