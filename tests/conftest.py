@@ -15,8 +15,8 @@ RAW_FER = ROOT / "data" / "raw" / "fer2013"
 
 #: Frames where the face is large, frontal and well lit (dlib HOG finds it at upsample 0).
 CLEAR_FRAMES = (
-    "Happy/Airheads_001313400_00000006.webp",
-    "Surprise/AlexEmma_000505000_00000017.webp",
+    "Happy/ACaseofYou_000608400_00000006.webp",
+    "Surprise/ACaseofYou_000353800_00000027.webp",
 )
 
 

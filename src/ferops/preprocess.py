@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -155,8 +156,10 @@ def _run(jobs: list[tuple[Frame, Path, Path, str]], config: PrepareConfig) -> It
         _init_worker(config.faces)
         yield from map(_process_in_worker, jobs)
         return
+    # spawn, not fork: a forked child inherits OpenCV/OpenMP thread pools mid-state and hangs.
+    context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        config.workers, initializer=_init_worker, initargs=(config.faces,)
+        config.workers, mp_context=context, initializer=_init_worker, initargs=(config.faces,)
     ) as pool:
         yield from pool.map(_process_in_worker, jobs, chunksize=1)
 
