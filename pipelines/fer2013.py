@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += split_rows
         counts = Counter(int(y) for y in labels)
         metrics[split] = {
-            "images": int(len(labels)),
+            "images": len(labels),
             "quarantined": sum(1 for r in split_rows if r["status"] == "quarantined"),
             "resized": sum(1 for r in split_rows if r["status"] == "resized"),
             "per_class": {c: counts.get(i, 0) for i, c in enumerate(CLASSES)},

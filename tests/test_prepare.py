@@ -12,7 +12,14 @@ import pytest
 import yaml
 
 from ferops.data import read_csv, scan_frames
-from ferops.faces import FaceConfig, FaceDetector, choose_principal, Face, square_crop
+from ferops.faces import (
+    Face,
+    FaceConfig,
+    FaceDetector,
+    choose_principal,
+    drop_nested,
+    square_crop,
+)
 from ferops.images import read_image
 from tests.conftest import CLEAR_FRAMES
 
@@ -45,6 +52,14 @@ def test_principal_prefers_big_central_face() -> None:
     assert choose_principal([small_corner, big_centre], (576, 720), config) == 1
     only_score = FaceConfig(principal_area=0, principal_centrality=0, principal_score=1)
     assert choose_principal([small_corner, big_centre], (576, 720), only_score) == 0
+
+
+def test_nested_duplicate_boxes_are_dropped_but_neighbours_kept() -> None:
+    face = Face(100, 100, 200, 200, 1.0, "cnn")
+    chin = Face(130, 160, 180, 210, 1.2, "cnn")  # mostly inside the face
+    neighbour = Face(205, 100, 300, 195, 0.9, "cnn")
+    kept = drop_nested([chin, face, neighbour], max_overlap=0.5)
+    assert [f.box() for f in kept] == [face.box(), neighbour.box()]
 
 
 def test_square_crop_pads_at_the_border() -> None:

@@ -6,9 +6,13 @@ import csv
 import hashlib
 import logging
 from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+
+import cv2
+import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +114,32 @@ def read_csv(path: Path) -> list[dict[str, str]]:
     """Read a CSV written by :func:`write_csv`."""
     with open(path, newline="", encoding="utf-8") as handle:
         return list(csv.DictReader(handle))
+
+
+def load_gray(path: Path) -> np.ndarray:
+    """Read a crop written by the data stages (gray PNG); a clear error if it is unreadable."""
+    image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if image is None:
+        raise OSError(f"cannot read face crop {path}")
+    return image
+
+
+def load_faces(
+    split_csv: Path, crops: Path, splits: Iterable[str] | None = None
+) -> tuple[list[np.ndarray], list[int], list[dict[str, str]]]:
+    """Crops, labels and split rows of the given splits (all when ``None``), in file order."""
+    wanted = set(splits) if splits is not None else None
+    rows = [r for r in read_csv(split_csv) if wanted is None or r["split"] in wanted]
+    if not rows:
+        raise ValueError(f"{split_csv} has no rows for splits {sorted(wanted or [])}")
+    images = [load_gray(Path(crops) / r["crop"]) for r in rows]
+    return images, [int(r["label_index"]) for r in rows], rows
+
+
+def load_augmented(folder: Path) -> tuple[list[np.ndarray], list[int], list[dict[str, str]]]:
+    """The augment stage's training images (``augmented.csv`` beside them)."""
+    rows = read_csv(Path(folder) / "augmented.csv")
+    if not rows:
+        raise ValueError(f"{folder}/augmented.csv lists no images")
+    images = [load_gray(Path(folder) / r["path"]) for r in rows]
+    return images, [int(r["label_index"]) for r in rows], rows

@@ -54,6 +54,9 @@ class FaceConfig:
     principal_area: float = 0.5
     principal_centrality: float = 0.3
     principal_score: float = 0.2
+    #: A candidate whose box lies mostly (this share of its area) inside a bigger one is the same
+    #: face found twice (the CNN detector does this on chins and mouths): it is dropped.
+    max_overlap: float = 0.5
     align: bool = True
     #: Context kept around the face box, as a fraction of the box side on each side.
     margin: float = 0.25
@@ -138,7 +141,7 @@ class FaceDetector:
         self._cnn = None
         self._shape = None
 
-    def _detector(self, name: str):  # noqa: ANN202 - dlib objects have no useful type
+    def _detector(self, name: str):
         import dlib
 
         if name == "hog":
@@ -151,7 +154,7 @@ class FaceDetector:
             )
         return self._cnn
 
-    def _shape_predictor(self):  # noqa: ANN202
+    def _shape_predictor(self):
         import dlib
 
         if self._shape is None:
@@ -168,7 +171,7 @@ class FaceDetector:
         """
         gray = to_gray(rgb)
         for index, step in enumerate(self.config.cascade):
-            faces = self._run_step(step, gray)
+            faces = drop_nested(self._run_step(step, gray), self.config.max_overlap)
             if faces:
                 principal = choose_principal(faces, gray.shape, self.config)
                 faces[principal].principal = True
@@ -217,6 +220,23 @@ def enhance(gray: np.ndarray, method: str) -> np.ndarray:
     raise ValueError(f"enhance {method!r} is not one of {ENHANCEMENTS}")
 
 
+def drop_nested(faces: list[Face], max_overlap: float) -> list[Face]:
+    """Drop every face whose box overlaps a bigger kept box by more than ``max_overlap`` of its
+    own area, biggest first: one person, one candidate."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: f.width * f.height, reverse=True):
+        area = face.width * face.height
+        if all(_intersection(face, other) <= max_overlap * area for other in kept):
+            kept.append(face)
+    return kept
+
+
+def _intersection(a: Face, b: Face) -> int:
+    width = min(a.right, b.right) - max(a.left, b.left)
+    height = min(a.bottom, b.bottom) - max(a.top, b.top)
+    return max(width, 0) * max(height, 0)
+
+
 def choose_principal(faces: list[Face], shape: tuple[int, ...], config: FaceConfig) -> int:
     """Index of the face the frame is about: big, central and confidently detected.
 
@@ -247,8 +267,8 @@ def square_crop(gray: np.ndarray, box: list[int], margin: float, size: int) -> n
     left, top, right, bottom = box
     side = max(right - left, bottom - top) * (1 + 2 * margin)
     cx, cy = (left + right) / 2, (top + bottom) / 2
-    x0, y0 = int(round(cx - side / 2)), int(round(cy - side / 2))
-    x1, y1 = x0 + int(round(side)), y0 + int(round(side))
+    x0, y0 = round(cx - side / 2), round(cy - side / 2)
+    x1, y1 = x0 + round(side), y0 + round(side)
     height, width = gray.shape
     pad = max(0, -x0, -y0, x1 - width, y1 - height)
     if pad:

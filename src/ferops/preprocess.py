@@ -7,10 +7,11 @@ import logging
 import multiprocessing
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -111,7 +112,7 @@ def process_frame(
         if not cv2.imwrite(str(crop_path), crop):
             raise OSError(f"could not write {crop_path}")
         row["crop"] = crop_path.relative_to(out_dir).as_posix()
-    except Exception as exc:  # noqa: BLE001 - one bad frame must not end the stage
+    except Exception as exc:
         log.exception("frame %s failed", frame.image_id)
         row.update(status="quarantined", reason="error", detail=f"{type(exc).__name__}: {exc}")
     return row

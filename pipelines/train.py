@@ -1,0 +1,96 @@
+"""Stage ``train``: ResNet-18 on the augmented SFEW training faces, best checkpoint by val
+accuracy, every epoch tracked in the pipeline's MLflow run (opened here)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from ferops.config import load_section, setup_logging, write_json
+from ferops.data import CLASSES, load_augmented, load_faces, write_csv
+from ferops.model import FerResNet, load_checkpoint, save_checkpoint
+from ferops.plots import plot_history
+from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
+from ferops.training import INITS, MEAN, STD, FaceSet, TrainConfig, fit, seed_everything
+
+log = logging.getLogger("train")
+
+#: params.yaml sections that shape the model, logged with every run.
+MODEL_SECTIONS = ["prepare", "split", "augment", "fer2013", "pretrain", "train"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
+    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
+    parser.add_argument("--augmented", type=Path, default=Path("data/augmented"))
+    parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
+    parser.add_argument("--pretrain-run", type=Path, default=Path("models/pretrain_run.json"))
+    parser.add_argument("--out", type=Path, default=Path("models/model.pt"))
+    parser.add_argument("--run", type=Path, default=Path("models/run.json"))
+    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
+    parser.add_argument("--plots", type=Path, default=Path("plots/train"))
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    section = dict(load_section(args.params, "train"))
+    init = section.pop("init", "fer2013")
+    if init not in INITS:
+        raise ValueError(f"train.init {init!r} is not one of {INITS}")
+    config = TrainConfig.from_dict(section)
+    faces = load_section(args.params, "prepare").get("faces", {})
+
+    images, labels, _ = load_augmented(args.augmented)
+    train = FaceSet(images, labels, config.resize)
+    val_images, val_labels, _ = load_faces(args.split, args.crops, ["val"])
+    val = FaceSet(val_images, val_labels, config.resize)
+    seed_everything(config.seed)
+    model = FerResNet()
+    if init == "fer2013":
+        pretrained, meta = load_checkpoint(args.pretrained)
+        if meta["input_size"] != config.input_size:
+            log.warning("pre-trained at %d px, fine-tuning at %d px", meta["input_size"],
+                        config.input_size)  # fmt: skip
+        model.load_state_dict(pretrained.state_dict())
+    log.info("train: %d augmented images, %d val, init=%s, %d px", len(train), len(val), init,
+             config.input_size)  # fmt: skip
+
+    tags = run_tags("train")
+    if init == "fer2013" and args.pretrain_run.exists():
+        tags["pretrain_run_id"] = json.loads(args.pretrain_run.read_text())["run_id"]
+    start_run(args.run, f"train-{init}-{config.input_size}px", tags)
+    with resume_run(args.run):
+        log_params_file(Path(args.params), MODEL_SECTIONS)
+        model, history = fit(model, train, val, config, on_epoch=log_epoch, desc="train")
+
+    best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
+    meta = {"classes": list(CLASSES), "input_size": config.input_size, "resize": config.resize,
+            "mean": MEAN, "std": STD, "init": init, "faces": faces,
+            "best_epoch": int(best["epoch"]), "val_acc": best["val_acc"],
+            "config": config.to_dict()}  # fmt: skip
+    save_checkpoint(args.out, model, meta)
+    write_csv(args.plots / "history.csv", history)
+    plot_history(history, args.plots / "curves.png", f"train ({init}, {config.input_size} px)")
+    seconds = [h["seconds"] for h in history]
+    metrics = {"best_val_acc": round(best["val_acc"], 4), "best_epoch": int(best["epoch"]),
+               "epochs": config.epochs, "train_images": len(train), "val_images": len(val),
+               "seconds_per_epoch": round(float(np.mean(seconds)), 1),
+               "seconds": round(float(np.sum(seconds)), 1)}  # fmt: skip
+    write_json(args.metrics, metrics)
+    with resume_run(args.run):
+        import mlflow
+
+        mlflow.log_metrics({"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
+                            "seconds_per_epoch": metrics["seconds_per_epoch"]})  # fmt: skip
+        mlflow.log_artifacts(str(args.plots), artifact_path="plots/train")
+    log.info("train: best val accuracy %.4f at epoch %d", best["val_acc"], best["epoch"])
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

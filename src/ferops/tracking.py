@@ -1,0 +1,118 @@
+"""MLflow tracking for pipeline runs: one run per pipeline execution, shared by its stages.
+
+The ``train`` stage opens the run and writes its id to a stage output; later stages reopen it.
+Default tracking URI is a local sqlite file (no server needed for ``dvc repro``);
+``MLFLOW_TRACKING_URI`` points everything at a server instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+EXPERIMENT = "ferops"
+
+
+def tracking_uri() -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the local sqlite file."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """``{"train": {"lr": 0.05}}`` → ``{"train.lr": "0.05"}``; lists become JSON strings."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = json.dumps(value, sort_keys=True)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    """HEAD's commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+        return head + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def dvc_data_hash(pointer: Path) -> str:
+    """The md5 a ``.dvc`` pointer file records for its data (the raw data's identity)."""
+    try:
+        meta = yaml.safe_load(Path(pointer).read_text())
+        return str(meta["outs"][0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError):
+        return "unknown"
+
+
+def start_run(run_file: Path, run_name: str, tags: dict[str, str]) -> str:
+    """Open a new run in the ``ferops`` experiment, write its id to ``run_file``, return it."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    experiment = mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        run_id = run.info.run_id
+    Path(run_file).parent.mkdir(parents=True, exist_ok=True)
+    Path(run_file).write_text(json.dumps({"run_id": run_id,
+                                          "experiment_id": experiment.experiment_id}, indent=2) + "\n")  # fmt: skip
+    log.info("MLflow run %s in %s (%s)", run_id, EXPERIMENT, tracking_uri())
+    return run_id
+
+
+@contextmanager
+def resume_run(run_file: Path) -> Iterator[str]:
+    """Reopen the run whose id ``run_file`` holds (written by :func:`start_run`)."""
+    import mlflow
+
+    try:
+        run_id = json.loads(Path(run_file).read_text())["run_id"]
+    except (OSError, KeyError, ValueError) as exc:
+        raise RuntimeError(f"{run_file} holds no MLflow run id: run the train stage first") from exc
+    mlflow.set_tracking_uri(tracking_uri())
+    with mlflow.start_run(run_id=run_id):
+        yield run_id
+
+
+def log_epoch(epoch: int, row: dict[str, float]) -> None:
+    """Per-epoch metrics of the active run (an ``on_epoch`` callback for ``training.fit``)."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in row.items() if k != "epoch"}, step=epoch)
+
+
+def run_tags(stage: str, root: Path = Path(".")) -> dict[str, str]:
+    """Provenance tags every run carries: stage, git commit, DVC hashes of the raw data."""
+    return {
+        "stage": stage,
+        "git_commit": git_commit(root),
+        "data.sfew_md5": dvc_data_hash(root / "data/raw/sfew.dvc"),
+        "data.fer2013_md5": dvc_data_hash(root / "data/raw/fer2013.dvc"),
+    }
+
+
+def log_params_file(params_file: Path, sections: list[str]) -> None:
+    """Log the named ``params.yaml`` sections, flattened, to the active run."""
+    import mlflow
+
+    params = yaml.safe_load(Path(params_file).read_text()) or {}
+    mlflow.log_params(flatten({s: params[s] for s in sections if s in params}))

@@ -1,0 +1,240 @@
+"""Training and batch prediction for :class:`~ferops.model.FerResNet` on in-memory gray faces."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from ferops.augment import random_square_crop
+from ferops.model import FerResNet, resolve_device
+
+log = logging.getLogger(__name__)
+
+SCHEDULES = ("none", "cosine", "step")
+INITS = ("scratch", "fer2013")
+#: Pixel normalisation: uint8 → [-1, 1]. Saved with every checkpoint and in the serving bundle.
+MEAN, STD = 127.5, 127.5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings shared by ``pretrain``, ``train`` and ``crossval``."""
+
+    epochs: int = 30
+    batch_size: int = 256  # effective batch (the paper's 256)
+    micro_batch: int = 0  # >0: accumulate gradients over chunks of this size
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"
+    warmup_epochs: int = 0
+    input_size: int = 224  # the random square crop (paper: 224)
+    resize: int = 256  # short side before cropping
+    online_flip: bool = False
+    label_smoothing: float = 0.0
+    seed: int = 42
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
+        if self.resize < self.input_size:
+            raise ValueError(f"resize ({self.resize}) must be >= input_size ({self.input_size})")
+        if self.epochs < 1 or self.batch_size < 1 or self.micro_batch < 0:
+            raise ValueError("epochs and batch_size must be >= 1, micro_batch >= 0")
+
+    @classmethod
+    def from_dict(cls, cfg: dict[str, Any]) -> TrainConfig:
+        known = set(cls.__dataclass_fields__)
+        unknown = set(cfg) - known
+        if unknown:
+            raise ValueError(f"unknown training settings {sorted(unknown)}; valid: {sorted(known)}")
+        return cls(**cfg)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch; deterministic kernels where torch has them."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.benchmark = False
+
+
+def resize_short_side(image: np.ndarray, side: int) -> np.ndarray:
+    """Resize so the shorter side equals ``side``, keeping the aspect ratio."""
+    height, width = image.shape[:2]
+    scale = side / min(height, width)
+    if scale == 1:
+        return image
+    size = (max(side, round(width * scale)), max(side, round(height * scale)))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp)
+
+
+def centre_square(image: np.ndarray, side: int) -> np.ndarray:
+    """The centred ``side×side`` window (evaluation's counterpart of the random crop)."""
+    height, width = image.shape[:2]
+    y0, x0 = (height - side) // 2, (width - side) // 2
+    return image[y0 : y0 + side, x0 : x0 + side]
+
+
+class FaceSet:
+    """Gray uint8 faces (any sizes) with labels, pre-resized once to the training scale."""
+
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], resize: int) -> None:
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        if not len(images):
+            raise ValueError("a data set needs at least one image")
+        self.images = [resize_short_side(np.asarray(i, dtype=np.uint8), resize) for i in images]
+        self.labels = np.asarray(labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(
+        self, indices: np.ndarray, side: int, rng: np.random.Generator | None, flip: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tensors for ``indices``: random crops (and flips) when ``rng`` is given, else centre."""
+        crops = []
+        for i in indices:
+            image = self.images[i]
+            if rng is None:
+                crop = centre_square(image, side)
+            else:
+                crop = random_square_crop(image, side, rng)
+                if flip and rng.random() < 0.5:
+                    crop = crop[:, ::-1]
+            crops.append(crop)
+        return to_tensor(np.stack(crops)), torch.from_numpy(self.labels[indices])
+
+
+def to_tensor(gray: np.ndarray) -> torch.Tensor:
+    """N×H×W uint8 → N×1×H×W float, normalised with :data:`MEAN`/:data:`STD`."""
+    x = torch.from_numpy(np.ascontiguousarray(gray)).float().unsqueeze(1)
+    return (x - MEAN) / STD
+
+
+def _lr_factor(config: TrainConfig, epoch: int) -> float:
+    if epoch < config.warmup_epochs:
+        return (epoch + 1) / (config.warmup_epochs + 1)
+    if config.schedule == "cosine":
+        span = max(config.epochs - config.warmup_epochs, 1)
+        return 0.5 * (1 + math.cos(math.pi * (epoch - config.warmup_epochs) / span))
+    if config.schedule == "step":
+        return 0.1 ** (epoch // max(config.epochs // 3, 1))
+    return 1.0
+
+
+@torch.no_grad()
+def predict(
+    model: FerResNet, data: FaceSet, side: int, batch_size: int = 64, device: str = "auto"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(logits N×7, features N×512) on centre crops, in order."""
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    logits, feats = [], []
+    for start in range(0, len(data), batch_size):
+        x, _ = data.batch(np.arange(start, min(start + batch_size, len(data))), side, None)
+        out, feat = model.forward_features(x.to(dev))
+        logits.append(out.cpu().numpy())
+        feats.append(feat.cpu().numpy())
+    return np.concatenate(logits), np.concatenate(feats)
+
+
+def evaluate_loss(
+    model: FerResNet, data: FaceSet, side: int, device: str = "auto"
+) -> tuple[float, float]:
+    """(mean cross-entropy, accuracy) on centre crops."""
+    logits, _ = predict(model, data, side, device=device)
+    log_prob = torch.log_softmax(torch.from_numpy(logits), dim=1)
+    labels = torch.from_numpy(data.labels)
+    loss = float(nn.functional.nll_loss(log_prob, labels))
+    return loss, float((logits.argmax(1) == data.labels).mean())
+
+
+EpochCallback = Callable[[int, dict[str, float]], None]
+
+
+def fit(
+    model: FerResNet,
+    train: FaceSet,
+    val: FaceSet | None,
+    config: TrainConfig,
+    on_epoch: EpochCallback | None = None,
+    desc: str = "train",
+) -> tuple[FerResNet, list[dict[str, float]]]:
+    """SGD with momentum and weight decay; returns the best model by validation accuracy (the
+    last one without validation) and the per-epoch history."""
+    seed_everything(config.seed)
+    device = resolve_device(config.device)
+    model = model.to(device)
+    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)  # fmt: skip
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    rng = np.random.default_rng(config.seed)
+    chunk = config.micro_batch or config.batch_size
+    history: list[dict[str, float]] = []
+    best_state, best_key = None, (-1.0, 0.0)
+    for epoch in range(config.epochs):
+        start = time.perf_counter()
+        lr = config.lr * _lr_factor(config, epoch)
+        for group in optimiser.param_groups:
+            group["lr"] = lr
+        model.train()
+        order = rng.permutation(len(train))
+        seen, loss_sum, correct = 0, 0.0, 0
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
+                   unit="batch", leave=False)  # fmt: skip
+        for begin in bar:
+            batch = order[begin : begin + config.batch_size]
+            optimiser.zero_grad(set_to_none=True)
+            for c0 in range(0, len(batch), chunk):
+                part = batch[c0 : c0 + chunk]
+                x, y = train.batch(part, config.input_size, rng, config.online_flip)
+                x, y = x.to(device), y.to(device)
+                out = model(x)
+                loss = criterion(out, y)
+                (loss * len(part) / len(batch)).backward()
+                loss_sum += float(loss) * len(part)
+                correct += int((out.argmax(1) == y).sum())
+                seen += len(part)
+            optimiser.step()
+            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
+               "train_acc": correct / seen}  # fmt: skip
+        if val is not None:
+            row["val_loss"], row["val_acc"] = evaluate_loss(model, val, config.input_size, config.device)
+            key = (row["val_acc"], -row["val_loss"])
+            if key > best_key:
+                best_key, best_state = key, copy.deepcopy(model.state_dict())
+                row["best"] = 1.0
+        row["seconds"] = time.perf_counter() - start
+        history.append(row)
+        tqdm.write(
+            f"{desc} epoch {epoch + 1}/{config.epochs}: loss {row['train_loss']:.4f} "
+            f"acc {row['train_acc']:.3f}"
+            + (f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.3f}" if val else "")
+            + f" | {row['seconds']:.0f}s"
+        )
+        if on_epoch is not None:
+            on_epoch(epoch + 1, row)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return model.eval(), history
