@@ -55,13 +55,21 @@ def git_commit(cwd: Path | None = None) -> str:
         return "unknown"
 
 
-def dvc_data_hash(pointer: Path) -> str:
-    """The md5 a ``.dvc`` pointer file records for its data (the raw data's identity)."""
+def dvc_data_hash(data: Path, root: Path = Path(".")) -> str:
+    """The md5 DVC records for a raw-data folder: from its ``.dvc`` pointer file, else from the
+    stage that consumed it in ``dvc.lock``; ``unknown`` when DVC records neither."""
+    pointer = root / f"{data}.dvc"
     try:
-        meta = yaml.safe_load(Path(pointer).read_text())
-        return str(meta["outs"][0]["md5"])
-    except (OSError, KeyError, IndexError, TypeError):
-        return "unknown"
+        if pointer.exists():
+            return str(yaml.safe_load(pointer.read_text())["outs"][0]["md5"])
+        lock = yaml.safe_load((root / "dvc.lock").read_text()) or {}
+        for stage in lock.get("stages", {}).values():
+            for dep in stage.get("deps", []):
+                if Path(dep["path"]) == Path(data):
+                    return str(dep["md5"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        pass
+    return "unknown"
 
 
 def start_run(run_file: Path, run_name: str, tags: dict[str, str]) -> str:
@@ -105,8 +113,8 @@ def run_tags(stage: str, root: Path = Path(".")) -> dict[str, str]:
     return {
         "stage": stage,
         "git_commit": git_commit(root),
-        "data.sfew_md5": dvc_data_hash(root / "data/raw/sfew.dvc"),
-        "data.fer2013_md5": dvc_data_hash(root / "data/raw/fer2013.dvc"),
+        "data.sfew_md5": dvc_data_hash(Path("data/raw/sfew"), root),
+        "data.fer2013_md5": dvc_data_hash(Path("data/raw/fer2013"), root),
     }
 
 
