@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 
 from ferops.augment import AugmentConfig, augment_image
-from ferops.config import load_section, setup_logging, write_json
+from ferops.config import load_section, setup_logging, train_recipe, write_json
 from ferops.data import load_faces
 from ferops.metrics import classification_metrics
 from ferops.model import FerResNet, load_checkpoint
 from ferops.tracking import resume_run
-from ferops.training import INITS, FaceSet, TrainConfig, fit, predict, seed_everything
+from ferops.training import FaceSet, fit, predict, seed_everything
 
 log = logging.getLogger("crossval")
 
@@ -31,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    train_section = dict(load_section(args.params, "train"))
-    init = train_section.pop("init", "fer2013")
-    if init not in INITS:
-        raise ValueError(f"train.init {init!r} is not one of {INITS}")
-    config = TrainConfig.from_dict(train_section)
+    init, config = train_recipe(load_section(args.params, "train"))
     augment = load_section(args.params, "augment")
     aug = AugmentConfig(ops=tuple(augment["ops"]), factor=augment["factor"])
     max_folds = int(load_section(args.params, "crossval").get("max_folds", 0))

@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         "leaves": {n: len(t.leaves()) for n, t in trees.items()},
         "max_conditions": max(r.max_conditions for r in rules.values()),
         "depth_curve": curve,
-        "fitted_on": int(len(x_fit)), "scored_on": int(len(x_test)),
+        "fitted_on": len(x_fit), "scored_on": len(x_test),
     }  # fmt: skip
     write_json(args.metrics, metrics)
     with resume_run(args.run):

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ferops.config import load_section, setup_logging, write_json
+from ferops.config import load_section, setup_logging, train_recipe, write_json
 from ferops.data import CLASSES, load_augmented, load_faces, write_csv
 from ferops.model import FerResNet, load_checkpoint, save_checkpoint
 from ferops.plots import plot_history
 from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
-from ferops.training import INITS, MEAN, STD, FaceSet, TrainConfig, fit, seed_everything
+from ferops.training import MEAN, STD, FaceSet, fit, seed_everything
 
 log = logging.getLogger("train")
 
@@ -38,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = dict(load_section(args.params, "train"))
-    init = section.pop("init", "fer2013")
-    if init not in INITS:
-        raise ValueError(f"train.init {init!r} is not one of {INITS}")
-    config = TrainConfig.from_dict(section)
+    init, config = train_recipe(load_section(args.params, "train"))
     faces = load_section(args.params, "prepare").get("faces", {})
 
     images, labels, _ = load_augmented(args.augmented)

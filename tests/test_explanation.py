@@ -26,7 +26,7 @@ def synthetic() -> tuple[np.ndarray, np.ndarray]:
     return x, predicted
 
 
-def test_known_threshold_rule_is_recovered(synthetic) -> None:  # noqa: ANN001
+def test_known_threshold_rule_is_recovered(synthetic) -> None:
     x, predicted = synthetic
     target = predicted == CLASSES.index("Happy")
     tree = fit_tree(x, target, RuleConfig(max_depth=2))
@@ -42,7 +42,7 @@ def test_known_threshold_rule_is_recovered(synthetic) -> None:  # noqa: ANN001
     assert "feature11 >" in rules.text
 
 
-def test_json_round_trip_gives_identical_decisions(synthetic) -> None:  # noqa: ANN001
+def test_json_round_trip_gives_identical_decisions(synthetic) -> None:
     x, predicted = synthetic
     target = predicted == CLASSES.index("Sad")
     config = RuleConfig(max_depth=4, min_samples_leaf=3)
@@ -62,7 +62,7 @@ def test_corrupt_tree_arrays_are_rejected() -> None:
 
 
 @pytest.fixture(scope="module")
-def explainer(synthetic) -> Explainer:  # noqa: ANN001
+def explainer(synthetic) -> Explainer:
     x, predicted = synthetic
     config = RuleConfig(max_depth=3)
     trees = {c: fit_tree(x, predicted == i, config).to_dict() for i, c in enumerate(CLASSES)}
@@ -70,7 +70,7 @@ def explainer(synthetic) -> Explainer:  # noqa: ANN001
     return Explainer(json.loads(json.dumps(data)))
 
 
-def test_explanation_has_four_consistent_parts(explainer: Explainer, synthetic) -> None:  # noqa: ANN001
+def test_explanation_has_four_consistent_parts(explainer: Explainer, synthetic) -> None:
     x, _ = synthetic
     rng = np.random.default_rng(1)
     for row in x[:40]:
@@ -94,7 +94,7 @@ def test_explanation_has_four_consistent_parts(explainer: Explainer, synthetic) 
         assert out["next_most_likely"]["probability"] == pytest.approx(probs[order[1]], abs=1e-6)
 
 
-def test_important_inputs_hold_for_the_input(explainer: Explainer, synthetic) -> None:  # noqa: ANN001
+def test_important_inputs_hold_for_the_input(explainer: Explainer, synthetic) -> None:
     x, _ = synthetic
     logits = np.zeros(len(CLASSES))
     logits[CLASSES.index("Happy")] = 5

@@ -14,6 +14,7 @@ JSON. Here those arrays become :class:`Tree` objects again — nothing is unpick
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,7 +109,7 @@ class Tree:
     def conditions(self, nodes: list[int]) -> list[Condition]:
         """The split conditions along a root-to-leaf path."""
         out = []
-        for node, child in zip(nodes[:-1], nodes[1:], strict=True):
+        for node, child in itertools.pairwise(nodes):
             out.append(Condition(int(self.feature[node]), float(self.threshold[node]),
                                  bool(child == self.left[node])))  # fmt: skip
         return out
@@ -170,13 +171,13 @@ class Explainer:
             "predicted": predicted,
             "probability": round(float(probs[order[0]]), 6),
             "nearest_pattern": {"class": nearest, "similarity": round(similarity[nearest], 6),
-                                "similarity_to_predicted": round(similarity[predicted], 6)},  # fmt: skip
+                                "similarity_to_predicted": round(similarity[predicted], 6)},
             "important_inputs": important,
             "rules_fired": {"class": predicted, "rule": rule_text(conditions),
                             "tree_agrees": agrees,
-                            "leaf_precision": round(float(tree.positive[nodes[-1]]), 4)},  # fmt: skip
+                            "leaf_precision": round(float(tree.positive[nodes[-1]]), 4)},
             "next_most_likely": {"class": runner_up,
-                                 "probability": round(float(probs[order[1]]), 6), **needed},  # fmt: skip
+                                 "probability": round(float(probs[order[1]]), 6), **needed},
         }
 
     @staticmethod

@@ -69,18 +69,7 @@ def process_frame(
     detector: FaceDetector, frame: Frame, root: Path, out_dir: Path, no_face: str
 ) -> dict[str, Any]:
     """Detect, choose, crop and save one frame; never raises for a bad frame."""
-    row: dict[str, Any] = {
-        "image_id": frame.image_id,
-        "path": frame.path.relative_to(root).as_posix(),
-        "label": frame.label,
-        "label_index": frame.label_index,
-        "movie": frame.movie,
-        "clip": frame.clip,
-        "frame": frame.frame,
-        "faces_found": 0,
-        "detector_step": -1,
-        "reason": "",
-    }
+    row = _base_row(frame, root)
     try:
         rgb = read_image(frame.path)
     except ImageDecodeError as exc:
@@ -165,7 +154,8 @@ def _run(jobs: list[tuple[Frame, Path, Path, str]], config: PrepareConfig) -> It
         yield from pool.map(_process_in_worker, jobs, chunksize=1)
 
 
-def _conflict_row(frame: Frame, root: Path, others: list[str]) -> dict[str, Any]:
+def _base_row(frame: Frame, root: Path) -> dict[str, Any]:
+    """The manifest fields every frame has, before any decoding."""
     return {
         "image_id": frame.image_id,
         "path": frame.path.relative_to(root).as_posix(),
@@ -174,11 +164,18 @@ def _conflict_row(frame: Frame, root: Path, others: list[str]) -> dict[str, Any]
         "movie": frame.movie,
         "clip": frame.clip,
         "frame": frame.frame,
+        "faces_found": 0,
+        "detector_step": -1,
+        "reason": "",
+    }
+
+
+def _conflict_row(frame: Frame, root: Path, others: list[str]) -> dict[str, Any]:
+    return {
+        **_base_row(frame, root),
         "status": "label_conflict",
         "reason": "label_conflict",
         "detail": f"byte-identical to {', '.join(others)}",
-        "faces_found": 0,
-        "detector_step": -1,
     }
 
 

@@ -7,9 +7,10 @@ so serving never unpickles anything.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier
@@ -111,8 +112,8 @@ def patterns(features: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
 def rules_markdown(classes: Sequence[str], rules: dict[str, ClassRules], fid: dict[str, Any]) -> str:
     """The paper's "Extracted Rules" table, with fidelity and per-rule coverage / precision."""
     lines = ["# Extracted rules", "",
-             "Per class, a depth-limited decision tree on the 512 penultimate features learns the "
-             "network's own decision. `&` = AND, `||` = OR, `not` = NOT.", "",
+             ("Per class, a depth-limited decision tree on the 512 penultimate features learns the "
+             "network's own decision. `&` = AND, `||` = OR, `not` = NOT."), "",
              "| Decision | Rules | fidelity (test) | fidelity (train) |", "|---|---|---|---|"]  # fmt: skip
     for name in classes:
         lines.append(f"| {name} | {rules[name].text} | {fid['test'][name]:.2%} | {fid['train'][name]:.2%} |")
