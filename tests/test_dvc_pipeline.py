@@ -116,6 +116,18 @@ def test_mlflow_server_holds_the_run(project: Path, mlflow_server: str) -> None:
     assert len(client.get_metric_history(pretrain.info.run_id, "val_acc")) == 1
 
 
+def test_bundle_matches_the_torch_model(project: Path) -> None:
+    import json
+
+    from ferops.inference import verify_bundle
+
+    verify_bundle(project / "models/bundle")
+    export = json.loads((project / "metrics/export.json").read_text())
+    assert export["parity_max_abs_diff"] <= export["tolerance"]
+    assert export["test_accuracy_onnx"] == export["test_accuracy_torch"]
+    assert export["test_predictions_equal"] == export["test_faces"]
+
+
 def test_features_csv_has_the_papers_columns(project: Path) -> None:
     from ferops.data import read_csv
 

@@ -1,0 +1,176 @@
+"""The serving core: a verified bundle → ONNX Runtime session → faces, expressions, explanations.
+
+numpy + onnxruntime + dlib (through :mod:`ferops.faces`) only — no torch, no sklearn, no mlflow.
+The same code scores the exported model in the ``export`` stage and answers the service.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ferops.explanation import Explainer, softmax
+from ferops.faces import FaceConfig, FaceDetector
+from ferops.images import to_gray
+
+log = logging.getLogger(__name__)
+
+BUNDLE_FILES = ("model.onnx", "labels.json", "preprocess.json", "rules.json")
+PROVIDERS = ("auto", "cpu", "cuda")
+
+
+class BundleError(RuntimeError):
+    """A serving bundle that is incomplete or does not match its manifest."""
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_bundle(folder: Path) -> dict[str, Any]:
+    """Check every file the manifest lists is there with its sha256; return the manifest."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise BundleError(f"{folder}/manifest.json is missing or unreadable: {exc}") from exc
+    missing = [name for name in BUNDLE_FILES if name not in manifest.get("files", {})]
+    if missing:
+        raise BundleError(f"manifest of {folder} does not list {missing}")
+    for name, expected in manifest["files"].items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleError(f"bundle file {path} is missing")
+        if sha256(path) != expected:
+            raise BundleError(f"bundle file {path} does not match its sha256 in the manifest")
+    return manifest
+
+
+def cuda_device_count() -> int:
+    """GPUs the CUDA driver sees (0 without a driver): onnxruntime-gpu *lists* the CUDA provider
+    even on machines without one, so this asks the driver itself."""
+    try:
+        libcuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if libcuda.cuInit(0) != 0 or libcuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def choose_providers(requested: str = "auto") -> list[str]:
+    """ORT providers for ``auto`` (CUDA when a GPU and the CUDA provider exist), ``cpu``, ``cuda``."""
+    import onnxruntime as ort
+
+    if requested not in PROVIDERS:
+        raise ValueError(f"providers {requested!r} is not one of {PROVIDERS}")
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers() and cuda_device_count() > 0
+    if requested == "cuda" and not has_cuda:
+        raise RuntimeError("CUDA was asked for but no GPU / CUDA provider is usable here")
+    if requested != "cpu" and has_cuda:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(model: Path, requested: str = "auto"):
+    """An ONNX Runtime session on the providers that really work here; logs the active ones."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(model), sess_options=options,
+                                   providers=choose_providers(requested))  # fmt: skip
+    log.info("onnxruntime session on %s", session.get_providers())
+    return session
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a gray face crop becomes the network's input (saved as ``preprocess.json``)."""
+
+    input_size: int
+    resize: int
+    mean: float
+    std: float
+
+    def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        """Gray uint8 crops (any size) → N×1×S×S float32: short side to ``resize``, centre
+        ``input_size`` square, ``(x − mean) / std`` — the training stage's evaluation path."""
+        out = np.empty((len(crops), 1, self.input_size, self.input_size), dtype=np.float32)
+        for i, crop in enumerate(crops):
+            height, width = crop.shape[:2]
+            scale = self.resize / min(height, width)
+            if scale != 1:
+                size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
+                interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+                crop = cv2.resize(crop, size, interpolation=interp)
+            height, width = crop.shape[:2]
+            y0, x0 = (height - self.input_size) // 2, (width - self.input_size) // 2
+            window = crop[y0 : y0 + self.input_size, x0 : x0 + self.input_size]
+            out[i, 0] = (window.astype(np.float32) - self.mean) / self.std
+        return out
+
+
+class Predictor:
+    """Everything the service needs, loaded from one verified bundle folder."""
+
+    def __init__(self, bundle: Path, providers: str = "auto") -> None:
+        bundle = Path(bundle)
+        self.manifest = verify_bundle(bundle)
+        self.labels: list[str] = json.loads((bundle / "labels.json").read_text())
+        spec = json.loads((bundle / "preprocess.json").read_text())
+        self.preprocess = Preprocess(spec["input_size"], spec["resize"], spec["mean"], spec["std"])
+        self.face_config = FaceConfig.from_dict(spec["faces"])
+        self.detector = FaceDetector(self.face_config)
+        self.explainer = Explainer.load(bundle / "rules.json")
+        self.session = make_session(bundle / "model.onnx", providers)
+
+    @property
+    def providers(self) -> list[str]:
+        return list(self.session.get_providers())
+
+    def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(logits N×7, features N×512) for gray face crops."""
+        if not len(crops):
+            return np.zeros((0, len(self.labels)), np.float32), np.zeros((0, 512), np.float32)
+        logits, features = self.session.run(["logits", "features"], {"input": self.preprocess(crops)})
+        return logits, features
+
+    def analyse(self, rgb: np.ndarray, explain: bool = False, is_crop: bool = False) -> list[dict[str, Any]]:
+        """Detect → crop → classify (→ explain) every face of an RGB image; with ``is_crop`` the
+        whole image is taken as one face crop."""
+        if is_crop:
+            faces, crops = [None], [to_gray(rgb)]
+        else:
+            faces, _ = self.detector.detect(rgb)
+            crops = [self.detector.crop(rgb, face) for face in faces]
+        logits, features = self.classify(crops)
+        results = []
+        for face, logit, feats in zip(faces, logits, features, strict=True):
+            probs = softmax(logit)
+            item: dict[str, Any] = {
+                "expression": self.labels[int(np.argmax(probs))],
+                "probabilities": {c: round(float(p), 6) for c, p in zip(self.labels, probs, strict=True)},
+            }
+            if face is not None:
+                item.update(box=face.box(), score=round(face.score, 4), principal=face.principal)
+            else:
+                item.update(box=None, score=None, principal=True)
+            if explain:
+                item["explanation"] = self.explainer.explain(feats, logit)
+            results.append(item)
+        return results
