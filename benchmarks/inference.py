@@ -1,0 +1,121 @@
+"""Benchmark: torch eager vs ONNX Runtime on the exported network (batch 1 and 32, in one run,
+interleaved), and end-to-end detect + classify per 720×576 SFEW frame through ferops.inference.
+
+    python benchmarks/inference.py --bundle models/bundle --model models/model.pt
+
+Writes benchmarks/results/inference.json (machine, versions, throughput, ratios, latencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from ferops.config import setup_logging
+from ferops.data import scan_frames
+from ferops.export import export_onnx
+from ferops.images import read_image
+from ferops.inference import Predictor, make_session
+from ferops.model import FerResNet, load_checkpoint
+
+log = logging.getLogger("benchmark")
+
+
+def throughput(run, batch: int, seconds: float) -> float:
+    """Images per second of ``run()`` (one batch per call) over about ``seconds``."""
+    run()  # warm-up
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        run()
+        count += 1
+    return count * batch / (time.perf_counter() - start)
+
+
+def compare(model: FerResNet, onnx_path: Path, size: int, batches: tuple[int, ...],
+            seconds: float, rounds: int) -> dict:  # fmt: skip
+    session = make_session(onnx_path, "auto")
+    out = {}
+    for batch in batches:
+        x = np.random.default_rng(0).standard_normal((batch, 1, size, size)).astype(np.float32)
+        xt = torch.from_numpy(x)
+
+        def run_torch(xt: torch.Tensor = xt) -> None:
+            with torch.inference_mode():
+                model.forward_features(xt)
+
+        def run_ort(x: np.ndarray = x) -> None:
+            session.run(["logits", "features"], {"input": x})
+
+        torch_ips, ort_ips = [], []
+        for _ in range(rounds):  # interleaved, so drifts of the shared machine hit both
+            torch_ips.append(throughput(run_torch, batch, seconds))
+            ort_ips.append(throughput(run_ort, batch, seconds))
+        t, o = float(np.median(torch_ips)), float(np.median(ort_ips))
+        out[f"batch_{batch}"] = {"torch_img_s": round(t, 1), "ort_img_s": round(o, 1),
+                                 "ort_over_torch": round(o / t, 2)}  # fmt: skip
+        log.info("%d px batch %d: torch %.1f img/s, ORT %.1f img/s, ratio %.2f", size, batch, t, o, o / t)
+    out["providers"] = session.get_providers()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--bundle", type=Path, default=Path("models/bundle"))
+    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
+    parser.add_argument("--frames", type=Path, default=Path("data/raw/sfew"))
+    parser.add_argument("--n-frames", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inference.json"))
+    args = parser.parse_args(argv)
+    setup_logging()
+    torch.set_grad_enabled(False)
+
+    model, meta = load_checkpoint(args.model)
+    results = {"shipped_input": meta["input_size"]}
+    results["shipped"] = compare(model, args.bundle / "model.onnx", meta["input_size"], (1, 32),
+                                 args.seconds, args.rounds)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:  # the paper's 224 px input, same network
+        path = Path(tmp) / "m224.onnx"
+        export_onnx(model, 224, path)
+        results["paper_224"] = compare(model, path, 224, (1, 32), args.seconds, args.rounds)
+
+    predictor = Predictor(args.bundle)
+    frames = scan_frames(args.frames)[:: max(1, 675 // args.n_frames)][: args.n_frames]
+    latencies, found = [], 0
+    for frame in frames:
+        rgb = read_image(frame.path)
+        start = time.perf_counter()
+        faces = predictor.analyse(rgb)
+        latencies.append(1000 * (time.perf_counter() - start))
+        found += bool(faces)
+    lat = np.array(latencies)
+    results["end_to_end_frame_ms"] = {
+        "frames": len(frames), "with_face": found, "p50": round(float(np.percentile(lat, 50)), 1),
+        "p90": round(float(np.percentile(lat, 90)), 1), "max": round(float(lat.max()), 1),
+        "cascade": [s.detector + f"/up{s.upsample}" for s in predictor.face_config.cascade],
+    }  # fmt: skip
+    log.info("end to end per frame: p50 %.1f ms, p90 %.1f ms", results["end_to_end_frame_ms"]["p50"],
+             results["end_to_end_frame_ms"]["p90"])  # fmt: skip
+    results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
+                          "processor": platform.processor(), "torch_threads": torch.get_num_threads()}  # fmt: skip
+    results["versions"] = {"torch": torch.__version__, "onnxruntime": ort.__version__,
+                           "python": platform.python_version()}  # fmt: skip
+    results["date"] = time.strftime("%Y-%m-%d")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
