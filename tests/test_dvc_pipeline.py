@@ -128,6 +128,19 @@ def test_bundle_matches_the_torch_model(project: Path) -> None:
     assert export["test_predictions_equal"] == export["test_faces"]
 
 
+def test_registered_as_champion(project: Path, mlflow_server: str) -> None:
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    decision = json.loads((project / "models/registry.json").read_text())
+    assert decision["action"] == "registered" and decision["alias"] == "champion"
+    client = MlflowClient(tracking_uri=mlflow_server)
+    champion = client.get_model_version_by_alias(decision["name"], "champion")
+    assert int(champion.version) == decision["version"]
+    assert champion.tags["bundle_sha256"] and champion.tags["split_definition"]
+
+
 def test_features_csv_has_the_papers_columns(project: Path) -> None:
     from ferops.data import read_csv
 
