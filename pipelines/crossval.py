@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from ferops.augment import AugmentConfig, augment_image
-from ferops.config import load_section, setup_logging, train_recipe, write_json
+from ferops.config import load_section, setup_logging, write_json
 from ferops.data import load_faces
 from ferops.metrics import classification_metrics
 from ferops.model import FerResNet, load_checkpoint
+from ferops.recipe import train_recipe
 from ferops.tracking import resume_run
 from ferops.training import FaceSet, fit, predict, seed_everything
 

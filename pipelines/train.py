@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ferops.config import load_section, setup_logging, train_recipe, write_json
+from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, load_augmented, load_faces, write_csv
 from ferops.model import FerResNet, load_checkpoint, save_checkpoint
 from ferops.plots import plot_history
+from ferops.recipe import train_recipe
 from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
 from ferops.training import MEAN, STD, FaceSet, fit, seed_everything
 

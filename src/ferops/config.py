@@ -30,13 +30,3 @@ def write_json(path: str | Path, payload: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
-
-def train_recipe(section: dict[str, Any]) -> tuple[str, Any]:
-    """Split the ``train`` section into its ``init`` (scratch | fer2013) and a ``TrainConfig``."""
-    from ferops.training import INITS, TrainConfig
-
-    section = dict(section)
-    init = section.pop("init", "fer2013")
-    if init not in INITS:
-        raise ValueError(f"train.init {init!r} is not one of {INITS}")
-    return init, TrainConfig.from_dict(section)
