@@ -13,4 +13,4 @@ test: setup
 	$(ACTIVATE) && pytest -q
 
 lint:
-	$(ACTIVATE) && ruff check src pipelines tests benchmarks
+	$(ACTIVATE) && ruff check src pipelines tests benchmarks service.py

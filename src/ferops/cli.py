@@ -1,4 +1,5 @@
-"""``ferops-models``: list registered versions, show a version's rules, promote or roll back."""
+"""``ferops-models``: list registered versions, show a version's rules, promote or roll back, and
+import a version into the BentoML model store for ``bentoml build``."""
 
 from __future__ import annotations
 
@@ -61,6 +62,19 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_bento(args: argparse.Namespace) -> int:
+    import logging
+
+    from ferops.packaging import import_from_registry
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _client()
+    alias = None if args.version is not None else args.alias
+    tag = import_from_registry(alias=alias, version=args.version, name=args.name)
+    print(tag)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ferops-models", description=__doc__)
     parser.add_argument("--name", default=MODEL_NAME)
@@ -76,6 +90,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--why", required=True)
         p.add_argument("--who", default="")
         p.set_defaults(func=cmd_promote)
+    bento = sub.add_parser("import-bento", help="copy a version (default: the champion) into the "
+                           "BentoML model store, for `bentoml build` / `bentoml serve`")  # fmt: skip
+    bento.add_argument("--alias", default=CHAMPION)
+    bento.add_argument("--version", type=int, default=None, help="a version number instead of an alias")
+    bento.set_defaults(func=cmd_import_bento)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,153 @@
+"""ferops BentoML service: where is the face, what expression, and why — over HTTP.
+
+Two services, one bento:
+
+* ``FerService`` (the API, ``/detect``, ``/predict``, ``/explain``): decodes uploads safely, runs
+  the face cascade, crops and explains — CPU work, dlib;
+* ``FerClassifier`` (internal): the ONNX network on ONNX Runtime (CUDA provider when a GPU is
+  really there), with adaptive batching: crops of concurrent requests share one forward pass.
+
+The model is the latest ``ferops-resnet18`` in the BentoML model store, put there from the MLflow
+registry's ``champion`` by ``ferops-models import-bento``. Serving imports the inference core only
+(``ferops.inference``, ``ferops.images``, ``ferops.serving``), never training code.
+
+Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento).
+Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu|cuda,
+``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_MAX_UPLOAD_BYTES``,
+``FEROPS_MAX_PIXELS``. Error answers are documented in ``ferops.serving``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+# In a built bento the package sits in src/ beside this file (bentofile.yaml includes it);
+# in a checkout it is installed (pip install -e .) and this changes nothing.
+_SRC = Path(__file__).resolve().parent / "src"
+if (_SRC / "ferops").is_dir() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+import bentoml
+import numpy as np
+
+from ferops.inference import Predictor
+from ferops.serving import (
+    MIN_DETECT_SIDE,
+    BodyLimit,
+    DetectResponse,
+    Limits,
+    PredictResponse,
+    RequestError,
+    decode_upload,
+)
+
+log = logging.getLogger("ferops.service")
+
+MODEL = bentoml.models.BentoModel("ferops-resnet18:latest")
+#: Adaptive batching of the classifier: at most this many faces per forward pass, and requests
+#: are shed (503) only when the estimated wait exceeds the latency budget.
+MAX_BATCH_SIZE = 32
+MAX_LATENCY_MS = 10_000
+
+
+@bentoml.service(name="ferops-classifier", workers=1, traffic={"timeout": 60})
+class FerClassifier:
+    """The ONNX network; input N×1×S×S float32 (the bundle's preprocessing), output N×(7+512):
+    logits then features."""
+
+    model = MODEL
+
+    def __init__(self) -> None:
+        self.predictor = Predictor(Path(self.model.path), os.environ.get("FEROPS_PROVIDERS", "auto"))
+        log.info("classifier %s on %s", self.model.tag, self.predictor.providers)
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        logits, features = self.predictor.run(np.ascontiguousarray(batch, dtype=np.float32))
+        return np.concatenate([logits, features], axis=1)
+
+    @bentoml.api(batchable=True, max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS)
+    def classify(self, batch: np.ndarray) -> np.ndarray:
+        """Adaptive batching path: faces of concurrent requests run together."""
+        return self._forward(batch)
+
+    @bentoml.api
+    def classify_unbatched(self, batch: np.ndarray) -> np.ndarray:
+        """One forward pass per request (``FEROPS_BATCHING=0``; the benchmark's baseline)."""
+        return self._forward(batch)
+
+
+@bentoml.service(name="ferops", workers=1, traffic={"timeout": 120, "max_concurrency": 64})
+class FerService:
+    """Face detection, expression prediction and explanation for uploaded images."""
+
+    model = MODEL
+    classifier = bentoml.depends(FerClassifier)
+
+    def __init__(self) -> None:
+        self.predictor = Predictor(Path(self.model.path), load_model=False)
+        self.limits = Limits.from_env()
+        self.batching = os.environ.get("FEROPS_BATCHING", "1") != "0"
+        self.tag = str(self.model.tag)
+        # dlib's detectors and shape predictor are not documented as thread-safe.
+        self._dlib = threading.Lock()
+        log.info("serving %s; batching %s; limits %s", self.tag, self.batching, self.limits)
+
+    # -- plain methods shared by the endpoints (an API must not call another API) --
+
+    def _locate(self, data: bytes, is_crop: bool):
+        rgb = decode_upload(data, self.limits)
+        height, width = rgb.shape[:2]
+        if is_crop:
+            faces, crops = self.predictor.locate(rgb, is_crop=True)
+            return faces, crops, None, (width, height)
+        if min(height, width) < MIN_DETECT_SIDE:
+            return [], [], "image_too_small", (width, height)
+        with self._dlib:
+            faces, crops = self.predictor.locate(rgb)
+        return faces, crops, None if faces else "no_face", (width, height)
+
+    async def _analyse(self, image: Path, crop: bool, explain: bool):
+        try:
+            faces, crops, reason, _ = await asyncio.to_thread(self._locate, image.read_bytes(), crop)
+        except RequestError as exc:
+            return exc.response()
+        out = []
+        if crops:
+            batch = self.predictor.preprocess(crops)
+            call = self.classifier.to_async.classify if self.batching else self.classifier.to_async.classify_unbatched
+            result = np.asarray(await call(batch))
+            n = len(self.predictor.labels)
+            out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
+        return PredictResponse(faces=out, reason=reason, model=self.tag)
+
+    @bentoml.api(route="/detect")
+    async def detect(self, image: Path) -> DetectResponse:
+        """Faces in the image: box, detector score, the principal face flagged.
+        No face: 200 with ``faces: []`` and ``reason: "no_face"`` (or ``"image_too_small"``).
+        Bad uploads: 4xx ``{"error", "detail"}``."""
+        try:
+            faces, _, reason, (width, height) = await asyncio.to_thread(self._locate, image.read_bytes(), False)
+        except RequestError as exc:
+            return exc.response()
+        return DetectResponse(faces=faces, reason=reason, width=width, height=height)
+
+    @bentoml.api(route="/predict")
+    async def predict(self, image: Path, crop: bool = False) -> PredictResponse:
+        """Per face: the expression and the 7 probabilities, the principal face flagged.
+        ``crop=true``: the image is already a face crop (no detection)."""
+        return await self._analyse(image, crop, explain=False)
+
+    @bentoml.api(route="/explain")
+    async def explain(self, image: Path, crop: bool = False) -> PredictResponse:
+        """``/predict`` plus, per face, the four-part explanation: nearest characteristic pattern,
+        important inputs (decision-path features with values), the rule fired, and the next most
+        likely class with what its rule would have needed."""
+        return await self._analyse(image, crop, explain=True)
+
+
+FerService.add_asgi_middleware(BodyLimit)

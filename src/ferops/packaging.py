@@ -1,0 +1,87 @@
+"""From the MLflow registry to the BentoML model store: the step before ``bentoml build``.
+
+The service serves whatever BentoML model ``ferops-resnet18`` is latest in the store; this module
+puts the registry's ``champion`` (or any alias / version) there, verified, with its provenance
+(registered name, version, alias, bundle sha256, test accuracy, git commit) as metadata. The
+same bundle imported twice is one BentoML model.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ferops.inference import BUNDLE_FILES, sha256, verify_bundle
+
+log = logging.getLogger(__name__)
+
+#: Name of the model in the BentoML store; ``service.py`` serves its latest version.
+BENTO_MODEL = "ferops-resnet18"
+
+
+def find_bundle(folder: Path) -> Path:
+    """The bundle folder (the one holding ``manifest.json``) inside downloaded artifacts."""
+    found = sorted(Path(folder).rglob("manifest.json"))
+    if not found:
+        raise FileNotFoundError(f"no serving bundle (manifest.json) under {folder}")
+    return found[0].parent
+
+
+def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL) -> str:
+    """Copy a verified bundle into the BentoML model store; returns the model tag.
+
+    Idempotent: when a model of that name already holds a bundle with the same manifest sha256,
+    its tag is returned and nothing is written.
+    """
+    import bentoml
+    from bentoml.exceptions import NotFound
+
+    verify_bundle(bundle)
+    bundle_sha = sha256(Path(bundle) / "manifest.json")
+    try:
+        existing = bentoml.models.list(name)
+    except NotFound:
+        existing = []
+    for model in existing:
+        if model.info.metadata.get("bundle_sha256") == bundle_sha:
+            log.info("bundle %s is already BentoML model %s", bundle_sha[:12], model.tag)
+            return str(model.tag)
+    labels = {"source": "mlflow" if "mlflow_version" in metadata else "bundle"}
+    meta = {**{k: v for k, v in metadata.items() if v is not None}, "bundle_sha256": bundle_sha}
+    with bentoml.models.create(name, labels=labels, metadata=meta, module="ferops") as model:
+        for file in (*BUNDLE_FILES, "manifest.json"):
+            shutil.copy2(Path(bundle) / file, Path(model.path) / file)
+    verify_bundle(Path(model.path))
+    log.info("stored bundle %s as BentoML model %s", bundle_sha[:12], model.tag)
+    return str(model.tag)
+
+
+def import_from_registry(alias: str | None = "champion", version: int | None = None,
+                         name: str = "ferops-resnet18") -> str:  # fmt: skip
+    """Download ``models:/name@alias`` (or ``/version``) from MLflow into the BentoML store."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    if (alias is None) == (version is None):
+        raise ValueError("give exactly one of alias or version")
+    client = MlflowClient()
+    if alias is not None:
+        found = client.get_model_version_by_alias(name, alias)
+    else:
+        found = client.get_model_version(name, str(version))
+    uri = f"models:/{name}/{found.version}"
+    with tempfile.TemporaryDirectory(prefix="ferops-import-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+        metadata = {
+            "mlflow_name": name,
+            "mlflow_version": int(found.version),
+            "mlflow_alias": alias,
+            "mlflow_run_id": found.run_id,
+            "tracking_uri": mlflow.get_tracking_uri(),
+            "test_accuracy": found.tags.get("test_accuracy"),
+            "git_commit": found.tags.get("git_commit"),
+        }
+        return store_bundle(find_bundle(local), metadata)
