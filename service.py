@@ -38,11 +38,11 @@ import numpy as np
 from ferops.inference import Predictor
 from ferops.serving import (
     MIN_DETECT_SIDE,
-    BodyLimit,
     DetectResponse,
     Limits,
     PredictResponse,
     RequestError,
+    RequestGuard,
     decode_upload,
 )
 
@@ -55,7 +55,15 @@ MAX_BATCH_SIZE = 32
 MAX_LATENCY_MS = 10_000
 
 
-@bentoml.service(name="ferops-classifier", workers=1, traffic={"timeout": 60})
+#: BentoML 1.4.40's client to a dependency replaces its connection pool every ``max_requests``
+#: calls (default 100) or ``max_age`` seconds, closing requests still in flight on the old pool
+#: ("Server disconnected" → 500s under concurrency, caught by tests/test_service.py): recycle
+#: never. The classifier is local (a Unix socket), so nothing stale can pile up.
+NEVER_RECYCLE = {"max_requests": 2**62, "max_age": 1e12}
+
+
+@bentoml.service(name="ferops-classifier", workers=1, traffic={"timeout": 60},
+                 runner_connection=NEVER_RECYCLE)  # fmt: skip
 class FerClassifier:
     """The ONNX network; input N×1×S×S float32 (the bundle's preprocessing), output N×(7+512):
     logits then features."""
@@ -63,8 +71,14 @@ class FerClassifier:
     model = MODEL
 
     def __init__(self) -> None:
+        logging.getLogger("ferops").setLevel(logging.INFO)  # BentoML's root logger is at WARNING
         self.predictor = Predictor(Path(self.model.path), os.environ.get("FEROPS_PROVIDERS", "auto"))
         log.info("classifier %s on %s", self.model.tag, self.predictor.providers)
+
+    @bentoml.api
+    def providers(self) -> list[str]:
+        """The ONNX Runtime providers really in use (first = where the network runs)."""
+        return self.predictor.providers
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         logits, features = self.predictor.run(np.ascontiguousarray(batch, dtype=np.float32))
@@ -89,6 +103,7 @@ class FerService:
     classifier = bentoml.depends(FerClassifier)
 
     def __init__(self) -> None:
+        logging.getLogger("ferops").setLevel(logging.INFO)
         self.predictor = Predictor(Path(self.model.path), load_model=False)
         self.limits = Limits.from_env()
         self.batching = os.environ.get("FEROPS_BATCHING", "1") != "0"
@@ -125,6 +140,21 @@ class FerService:
             out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
         return PredictResponse(faces=out, reason=reason, model=self.tag)
 
+    @bentoml.api(route="/info")
+    async def info(self) -> dict:
+        """The model served, its provenance, ONNX Runtime providers, batching and upload limits."""
+        return {
+            "model": self.tag,
+            "metadata": dict(self.model.info.metadata),
+            "labels": self.predictor.labels,
+            "providers": await self.classifier.to_async.providers(),
+            "batching": self.batching,
+            "max_batch_size": MAX_BATCH_SIZE,
+            "max_latency_ms": MAX_LATENCY_MS,
+            "max_upload_bytes": self.limits.max_upload_bytes,
+            "max_pixels": self.limits.max_pixels,
+        }
+
     @bentoml.api(route="/detect")
     async def detect(self, image: Path) -> DetectResponse:
         """Faces in the image: box, detector score, the principal face flagged.
@@ -150,4 +180,4 @@ class FerService:
         return await self._analyse(image, crop, explain=True)
 
 
-FerService.add_asgi_middleware(BodyLimit)
+FerService.add_asgi_middleware(RequestGuard)

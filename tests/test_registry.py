@@ -3,39 +3,14 @@ loading `models:/…@champion` gives the bundle's outputs."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from ferops.data import CLASSES
-from ferops.export import build_bundle, export_onnx
 from ferops.inference import Predictor
-from ferops.model import FerResNet, save_checkpoint
-from ferops.rules import RuleConfig, fit_tree, patterns
-from ferops.training import seed_everything
-
-META = {"classes": list(CLASSES), "input_size": 32, "resize": 36, "mean": 127.5, "std": 127.5,
-        "faces": {"cascade": [{"detector": "hog", "upsample": 0}], "size": 64}}  # fmt: skip
-
-
-def _bundle(folder: Path, seed: int) -> tuple[Path, Path]:
-    """A real exported bundle (random weights) whose content depends on ``seed``."""
-    seed_everything(seed)
-    model = FerResNet().eval()
-    folder.mkdir(parents=True)
-    export_onnx(model, 32, folder / "model.onnx")
-    save_checkpoint(folder / "model.pt", model, META)
-    rng = np.random.default_rng(seed)
-    x, predicted = rng.uniform(0, 1, (100, 512)), rng.integers(0, 7, 100)
-    rules = {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
-             "trees": {c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
-                       for i, c in enumerate(CLASSES)}}  # fmt: skip
-    (folder / "rules.json").write_text(json.dumps(rules))
-    build_bundle(folder / "bundle", folder / "model.onnx", META, folder / "rules.json")
-    return folder / "bundle", folder / "model.pt"
+from tests.bundles import make_bundle
 
 
 @pytest.fixture()
@@ -62,7 +37,7 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
 
     name = registry
     tags = {"split_definition": "abc", "git_commit": "test"}
-    first, weights = _bundle(tmp_path / "a", seed=1)
+    first, weights = make_bundle(tmp_path / "a", seed=1)
     d1 = register_bundle(first, weights, _run_id(), tags, test_accuracy=0.40, name=name)
     assert (d1["action"], d1["alias"], d1["version"]) == ("registered", "champion", 1)
     again = register_bundle(first, weights, _run_id(), tags, test_accuracy=0.40, name=name)
@@ -70,18 +45,18 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
     client = MlflowClient()
     assert len(client.search_model_versions(f"name='{name}'")) == 1
 
-    worse, w2 = _bundle(tmp_path / "b", seed=2)
+    worse, w2 = make_bundle(tmp_path / "b", seed=2)
     d2 = register_bundle(worse, w2, _run_id(), tags, test_accuracy=0.35, name=name)
     assert (d2["alias"], d2["champion"]) == ("challenger", 1)
     assert client.get_model_version_by_alias(name, "champion").version == "1"
     assert "<" in d2["reason"]
 
-    better, w3 = _bundle(tmp_path / "c", seed=3)
+    better, w3 = make_bundle(tmp_path / "c", seed=3)
     d3 = register_bundle(better, w3, _run_id(), tags, test_accuracy=0.45, name=name)
     assert (d3["alias"], d3["version"]) == ("champion", 3)
     assert client.get_model_version_by_alias(name, "champion").version == "3"
 
-    other_split, w4 = _bundle(tmp_path / "d", seed=4)
+    other_split, w4 = make_bundle(tmp_path / "d", seed=4)
     d4 = register_bundle(other_split, w4, _run_id(), {**tags, "split_definition": "zzz"},
                          test_accuracy=0.99, name=name)  # fmt: skip
     assert d4["alias"] == "challenger" and "not comparable" in d4["reason"]
@@ -104,7 +79,7 @@ def test_models_cli_lists_and_rolls_back(registry: str, tmp_path: Path, capsys) 
 
     name, tags = registry, {"split_definition": "s"}
     for seed, accuracy in ((5, 0.3), (6, 0.5)):
-        bundle, weights = _bundle(tmp_path / str(seed), seed)
+        bundle, weights = make_bundle(tmp_path / str(seed), seed)
         register_bundle(bundle, weights, _run_id(), tags, accuracy, name=name)
     assert cli.main(["--name", name, "list"]) == 0
     listing = capsys.readouterr().out

@@ -9,6 +9,7 @@ Error answers are JSON ``{"error": <code>, "detail": <text>}`` with a 4xx status
 code           status meaning
 ============== ====== ==========================================================
 too_large      413    upload body over the byte limit (``FEROPS_MAX_UPLOAD_BYTES``)
+bad_form       400    malformed multipart body, missing ``image``, unknown or misplaced fields
 too_many_pixels 413   image over the pixel limit (``FEROPS_MAX_PIXELS``), checked before decoding
 empty          400    zero-byte upload
 not_an_image   415    no image format Pillow knows (text, HTML, PDF, SVG …)
@@ -87,13 +88,26 @@ def decode_upload(data: bytes, limits: Limits):
         raise RequestError.from_decode(exc) from exc
 
 
-class BodyLimit:
-    """ASGI middleware: refuse request bodies over ``max_bytes`` with a JSON 413, before the app
-    (and its multipart parser) ever sees them. Works with and without ``Content-Length``."""
+#: Multipart fields each upload route accepts: (file fields, text fields).
+FORM_FIELDS = {"/detect": ({"image"}, set()), "/predict": ({"image"}, {"crop"}),
+               "/explain": ({"image"}, {"crop"})}  # fmt: skip
 
-    def __init__(self, app: Any, max_bytes: int | None = None) -> None:
+
+class RequestGuard:
+    """ASGI middleware in front of the BentoML app.
+
+    * refuses request bodies over ``max_bytes`` with a JSON 413 before anything parses them
+      (with and without ``Content-Length``);
+    * parses multipart uploads of the upload routes first and answers malformed ones (no
+      boundary, garbage, a file where a text field belongs, unknown fields) with a JSON 400
+      naming the valid fields — BentoML's own parser answers those with a 500.
+    """
+
+    def __init__(self, app: Any, max_bytes: int | None = None,
+                 form_fields: dict[str, tuple[set[str], set[str]]] | None = None) -> None:  # fmt: skip
         self.app = app
         self.max_bytes = max_bytes or Limits.from_env().max_upload_bytes
+        self.form_fields = FORM_FIELDS if form_fields is None else form_fields
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -103,7 +117,8 @@ class BodyLimit:
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._drain(receive)
-            await self._reject(send, declared.decode("latin-1"))
+            await _send_json(send, 413, "too_large",
+                             f"request body of {declared.decode('latin-1')} bytes exceeds {self.max_bytes}")  # fmt: skip
             return
         buffered, total = [], 0
         while True:
@@ -114,10 +129,18 @@ class BodyLimit:
             total += len(message.get("body", b""))
             if total > self.max_bytes:
                 await self._drain(receive, message)
-                await self._reject(send, f"more than {total}")
+                await _send_json(send, 413, "too_large",
+                                 f"request body of more than {total} bytes exceeds {self.max_bytes}")  # fmt: skip
                 return
             if not message.get("more_body"):
                 break
+        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
+        fields = self.form_fields.get(scope.get("path", ""))
+        if fields is not None and content_type.startswith("multipart/"):
+            problem = await _form_problem(scope, list(buffered), *fields)
+            if problem is not None:
+                await _send_json(send, 400, "bad_form", problem)
+                return
 
         async def replay() -> dict:
             return buffered.pop(0) if buffered else await receive()
@@ -134,13 +157,43 @@ class BodyLimit:
                 return
             seen += len(last.get("body", b""))
 
-    async def _reject(self, send: Any, size: str) -> None:
-        body = json.dumps({"error": "too_large",
-                           "detail": f"request body of {size} bytes exceeds {self.max_bytes}"}).encode()  # fmt: skip
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})  # fmt: skip
-        await send({"type": "http.response.body", "body": body})
+
+async def _form_problem(scope: dict, messages: list[dict], files: set[str],
+                        texts: set[str]) -> str | None:  # fmt: skip
+    """Why this buffered multipart body would not make the route's inputs, or ``None``."""
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    async def receive() -> dict:
+        return messages.pop(0) if messages else {"type": "http.request", "body": b""}
+
+    valid = f"valid fields: {sorted(files)} (files) and {sorted(texts)} (text)"
+    try:
+        form = await Request(scope, receive).form(max_files=len(files), max_fields=len(texts) + 1)
+    except Exception as exc:  # noqa: BLE001 - starlette raises several types for bad bodies
+        return f"malformed multipart body ({type(exc).__name__}: {exc}); {valid}"
+    try:
+        for key, value in form.multi_items():
+            if key in files and not isinstance(value, UploadFile):
+                return f"field {key!r} must be a file upload; {valid}"
+            if key in texts and isinstance(value, UploadFile):
+                return f"field {key!r} must be a text value, not a file; {valid}"
+            if key not in files and key not in texts:
+                return f"unknown field {key!r}; {valid}"
+        missing = sorted(files - set(form.keys()))
+        if missing:
+            return f"missing file field(s) {missing}; {valid}"
+        return None
+    finally:
+        await form.close()
+
+
+async def _send_json(send: Any, status: int, error: str, detail: str) -> None:
+    body = json.dumps({"error": error, "detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
 
 
 # ---- response schemas (OpenAPI) -----------------------------------------------------------

@@ -1,0 +1,38 @@
+"""Small real serving bundles for tests: an exported random-weight network, real rule trees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ferops.data import CLASSES
+from ferops.export import build_bundle, export_onnx
+from ferops.model import FerResNet, save_checkpoint
+from ferops.rules import RuleConfig, fit_tree, patterns
+from ferops.training import seed_everything
+
+#: A fast bundle: 32 px input, HOG-only detection, 64 px crops.
+META: dict[str, Any] = {
+    "classes": list(CLASSES), "input_size": 32, "resize": 36, "mean": 127.5, "std": 127.5,
+    "faces": {"cascade": [{"detector": "hog", "upsample": 0}], "size": 64},
+}  # fmt: skip
+
+
+def make_bundle(folder: Path, seed: int, meta: dict[str, Any] = META) -> tuple[Path, Path]:
+    """A real exported bundle whose weights depend on ``seed``; returns (bundle, weights)."""
+    seed_everything(seed)
+    model = FerResNet().eval()
+    folder.mkdir(parents=True)
+    export_onnx(model, meta["input_size"], folder / "model.onnx")
+    save_checkpoint(folder / "model.pt", model, meta)
+    rng = np.random.default_rng(seed)
+    x, predicted = rng.uniform(0, 1, (100, 512)), rng.integers(0, 7, 100)
+    rules = {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
+             "trees": {c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
+                       for i, c in enumerate(CLASSES)}}  # fmt: skip
+    (folder / "rules.json").write_text(json.dumps(rules))
+    build_bundle(folder / "bundle", folder / "model.onnx", meta, folder / "rules.json")
+    return folder / "bundle", folder / "model.pt"

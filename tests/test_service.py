@@ -1,0 +1,290 @@
+"""The BentoML service over real HTTP: a real `bentoml serve` on 127.0.0.1 serving a small real
+bundle that went registry → `ferops-models import-bento` → BentoML model store; real SFEW frames
+and FER2013 faces; a corpus of bad uploads; concurrent clients; `bentoml build` + serving the
+built bento."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from PIL import Image
+
+from ferops.images import decode_image, read_image, to_gray
+from ferops.inference import Predictor
+from tests.bundles import make_bundle
+from tests.conftest import CLEAR_FRAMES, ROOT, free_port, stop_process_group, wait_http
+
+BIN = Path(sys.executable).parent
+MODEL_NAME = "ferops-service-test"
+
+
+def _env(bento_home: Path, **extra: str) -> dict[str, str]:
+    return dict(os.environ, BENTOML_HOME=str(bento_home), BENTOML_DO_NOT_TRACK="true", **extra)
+
+
+def _serve(target: str, bento_home: Path, log: Path, cwd: Path = ROOT, **env: str):
+    port = free_port()
+    handle = open(log, "w")  # noqa: SIM115 - closed by the caller's fixture
+    proc = subprocess.Popen(
+        [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
+        cwd=cwd, env=_env(bento_home, **env), stdout=handle, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{url}/readyz", timeout=180, proc=proc)
+    except (RuntimeError, TimeoutError):
+        stop_process_group(proc)
+        handle.close()
+        pytest.fail(f"bentoml serve {target} did not start:\n{log.read_text()[-3000:]}")
+    return proc, handle, url
+
+
+@pytest.fixture(scope="module")
+def bento_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("bentoml")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_bundle(tmp_path_factory.mktemp("service") / "b", seed=11)
+
+
+@pytest.fixture(scope="module")
+def model_tag(mlflow_server: str, bundle: tuple[Path, Path], bento_home: Path) -> str:
+    """Register the bundle as champion in a real MLflow server, then import it with the CLI."""
+    import mlflow
+
+    from ferops.registry import register_bundle
+
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("service-tests")
+    with mlflow.start_run() as run:
+        run_id = run.info.run_id
+    decision = register_bundle(*bundle, run_id, {"split_definition": "t"}, 0.5, name=MODEL_NAME)
+    assert decision["alias"] == "champion"
+    cmd = [sys.executable, "-m", "ferops.cli", "--name", MODEL_NAME, "import-bento"]
+    env = _env(bento_home, MLFLOW_TRACKING_URI=mlflow_server)
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
+    tag = out.stdout.strip().splitlines()[-1]
+    assert tag.startswith("ferops-resnet18:")
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
+    assert again.stdout.strip().splitlines()[-1] == tag, "the same bundle imported twice is one model"
+    return tag
+
+
+@pytest.fixture(scope="module")
+def service(model_tag: str, bento_home: Path):
+    proc, handle, url = _serve("service:FerService", bento_home, bento_home / "serve.log")
+    try:
+        yield url
+    finally:
+        stop_process_group(proc)
+        handle.close()
+
+
+def _post(url: str, route: str, data: bytes, name: str = "image.png", **form: str):
+    return requests.post(f"{url}/{route}", files={"image": (name, data)}, data=form, timeout=120)
+
+
+def _encode(rgb: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) -> bytes:
+    img = Image.fromarray(rgb)
+    if mode:
+        img = img.convert(mode)
+    buffer = io.BytesIO()
+    img.save(buffer, format=fmt, **save)
+    return buffer.getvalue()
+
+
+def test_info_reports_model_and_real_providers(service: str, model_tag: str) -> None:
+    info = requests.post(f"{service}/info", json={}, timeout=30).json()
+    assert info["model"] == model_tag
+    assert info["metadata"]["mlflow_name"] == MODEL_NAME and info["metadata"]["mlflow_alias"] == "champion"
+    assert info["providers"][0] == ("CUDAExecutionProvider" if _has_gpu() else "CPUExecutionProvider")
+    assert info["batching"] is True and info["max_batch_size"] > 1
+
+
+def _has_gpu() -> bool:
+    from ferops.inference import cuda_device_count
+
+    return cuda_device_count() > 0
+
+
+def test_detect_finds_the_face(service: str, sfew_root: Path) -> None:
+    for frame in CLEAR_FRAMES:
+        answer = _post(service, "detect", (sfew_root / frame).read_bytes(), "f.webp")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert (body["width"], body["height"]) == (720, 576) and body["reason"] is None
+        assert len(body["faces"]) >= 1 and sum(f["principal"] for f in body["faces"]) == 1
+        left, top, right, bottom = next(f for f in body["faces"] if f["principal"])["box"]
+        assert 0 <= left < right <= 720 and 0 <= top < bottom <= 576 and right - left >= 40
+
+
+def test_predict_and_explain_agree_with_the_inference_core(service: str, bundle, sfew_root: Path,
+                                                           fer_root: Path) -> None:  # fmt: skip
+    local = Predictor(bundle[0], providers="cpu")
+    faces = sorted((fer_root / "publictest" / "Surprise").iterdir())[:2]
+    cases = [(sfew_root / f, "false") for f in CLEAR_FRAMES] + [(f, "true") for f in faces]
+    for path, crop in cases:
+        data = path.read_bytes()
+        expected = local.analyse(decode_image(data), explain=True, is_crop=crop == "true")
+        for route in ("predict", "explain"):
+            answer = _post(service, route, data, path.name, crop=crop)
+            assert answer.status_code == 200, answer.text
+            got = answer.json()["faces"]
+            assert len(got) == len(expected) >= 1
+            for g, e in zip(got, expected, strict=True):
+                assert len(g["probabilities"]) == 7
+                assert sum(g["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+                assert g["expression"] == e["expression"] and g["box"] == e["box"]
+                np.testing.assert_allclose(list(g["probabilities"].values()),
+                                           list(e["probabilities"].values()), atol=1e-4)  # fmt: skip
+                if route == "explain":
+                    parts = {"nearest_pattern", "important_inputs", "rules_fired", "next_most_likely"}
+                    assert parts <= set(g["explanation"])
+                    assert g["explanation"]["rules_fired"]["rule"] == e["explanation"]["rules_fired"]["rule"]
+                    assert g["explanation"]["next_most_likely"]["class"] != g["expression"]
+                else:
+                    assert g.get("explanation") is None
+
+
+def _bad_inputs(frame: Path) -> list[tuple[str, dict, int, str | None]]:
+    """(kind, request, expected status, expected error code or 200-reason)."""
+    rgb = read_image(frame)
+    jpeg = _encode(rgb, "JPEG", quality=90)
+    header_bomb = bytearray(_encode(np.zeros((8, 8), np.uint8)))
+    header_bomb[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width/height: 10 gigapixels
+    header_bomb[29:33] = zlib.crc32(bytes(header_bomb[12:29])).to_bytes(4, "big")  # valid chunk
+    bomb = _encode(np.zeros((5000, 6000), np.uint8))  # 30 MP of zeros: tiny file, huge bitmap
+    cases: list[tuple[str, dict, int, str | None]] = [
+        ("zero_bytes", {"data": b""}, 400, "empty"),
+        ("text", {"data": b"just some words\n" * 50, "name": "x.txt"}, 415, "not_an_image"),
+        ("html", {"data": b"<html><body><img src=x></body></html>", "name": "x.html"}, 415, "not_an_image"),
+        ("svg", {"data": b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="9"/></svg>'}, 415, "not_an_image"),
+        ("truncated_jpeg", {"data": jpeg[: len(jpeg) // 2]}, 422, "corrupt"),
+        ("truncated_webp", {"data": frame.read_bytes()[:5000]}, 422, "corrupt"),
+        ("png_header_bomb", {"data": bytes(header_bomb)}, 413, "too_many_pixels"),
+        ("decompression_bomb", {"data": bomb}, 413, "too_many_pixels"),
+        ("oversized_upload", {"data": os.urandom(17 * 1024 * 1024)}, 413, "too_large"),
+        ("one_pixel", {"data": _encode(rgb[:1, :1])}, 200, "image_too_small"),
+        ("no_face", {"data": _encode(np.full((240, 320, 3), 128, np.uint8))}, 200, "no_face"),
+        ("crop_not_an_image", {"data": b"%PDF-1.4 not really", "form": {"crop": "true"}}, 415, "not_an_image"),
+        ("json_instead_of_upload", {"json": {"image": "aGVsbG8="}}, 400, None),
+        ("wrong_field_name", {"files": {"picture": ("f.png", _encode(rgb))}}, 400, "bad_form"),
+        ("crop_flag_as_file", {"files": {"image": ("f.jpg", jpeg), "crop": ("c.jpg", jpeg)}}, 400, "bad_form"),
+        ("two_images", {"files": [("image", ("a.jpg", jpeg)), ("image", ("b.jpg", jpeg))]}, 400, "bad_form"),
+        ("multipart_without_boundary", {"raw": jpeg, "type": "multipart/form-data"}, 400, "bad_form"),
+        ("multipart_garbage", {"raw": b"garbage", "type": "multipart/form-data; boundary=xyz"}, 400, "bad_form"),
+        ("raw_jpeg_body", {"raw": jpeg, "type": "image/jpeg"}, 400, None),
+        ("bad_crop_flag", {"data": jpeg, "form": {"crop": "maybe"}}, 400, None),
+    ]
+    return cases
+
+
+def test_bad_inputs_get_defined_answers_and_the_server_survives(service: str, clear_frame: Path) -> None:
+    outcomes = {}
+    for kind, req, status, code in _bad_inputs(clear_frame):
+        if "json" in req:
+            answer = requests.post(f"{service}/predict", json=req["json"], timeout=60)
+        elif "files" in req:
+            answer = requests.post(f"{service}/predict", files=req["files"], timeout=60)
+        elif "raw" in req:
+            answer = requests.post(f"{service}/predict", data=req["raw"],
+                                   headers={"Content-Type": req["type"]}, timeout=60)  # fmt: skip
+        else:
+            answer = _post(service, "predict", req["data"], req.get("name", "f.png"), **req.get("form", {}))
+        outcomes[kind] = answer.status_code
+        assert answer.status_code == status, f"{kind}: {answer.status_code} {answer.text[:300]}"
+        body = answer.json()  # every answer is JSON
+        if status == 200:
+            assert body["faces"] == [] and body["reason"] == code, kind
+        elif code is not None:
+            assert body["error"] == code and body["detail"], kind
+        else:
+            assert "error" in json.dumps(body), kind
+    assert len(outcomes) >= 20 and all(s < 500 for s in outcomes.values())
+    assert requests.get(f"{service}/readyz", timeout=10).status_code == 200
+    assert _post(service, "predict", clear_frame.read_bytes()).json()["faces"]
+
+
+def test_unusual_but_valid_images_are_answered_correctly(service: str, clear_frame: Path) -> None:
+    rgb = read_image(clear_frame)
+    upright = _post(service, "detect", _encode(rgb)).json()["faces"]
+    box = np.array(next(f for f in upright if f["principal"])["box"])
+    gray16 = (to_gray(rgb).astype(np.uint16) * 257)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: stored 90° counter-clockwise, shown rotated back
+    rotated = _encode(np.ascontiguousarray(np.rot90(rgb, k=1)), "JPEG", quality=95, exif=exif.tobytes())
+    big = np.asarray(Image.fromarray(rgb).resize((720 * 4, 576 * 4), Image.BICUBIC))
+    variants = {
+        "gray16_png": (_encode(gray16), 1.0),
+        "cmyk_jpeg": (_encode(rgb, "JPEG", mode="CMYK", quality=95), 1.0),
+        "rgba_png": (_encode(np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])), 1.0),
+        "palette_png": (_encode(rgb, mode="P"), 1.0),
+        "exif_rotated_jpeg": (rotated, 1.0),
+        "huge_11mp_jpeg": (_encode(big, "JPEG", quality=80), 4.0),
+    }
+    for kind, (data, scale) in variants.items():
+        answer = _post(service, "detect", data)
+        assert answer.status_code == 200, f"{kind}: {answer.text[:300]}"
+        faces = answer.json()["faces"]
+        assert faces, f"{kind}: no face found"
+        found = np.array(next(f for f in faces if f["principal"])["box"])
+        assert np.abs(found - box * scale).max() <= 12 * scale, f"{kind}: {found} vs {box * scale}"
+
+
+def test_sixteen_concurrent_clients(service: str, fer_root: Path) -> None:
+    crops = [p.read_bytes() for p in sorted((fer_root / "publictest" / "Happy").iterdir())[:16]]
+
+    def client(i: int) -> list[int]:
+        codes = []
+        with requests.Session() as session:
+            for _ in range(25):
+                answer = session.post(f"{service}/predict", files={"image": ("c.png", crops[i])},
+                                      data={"crop": "true"}, timeout=120)  # fmt: skip
+                ok = answer.status_code == 200 and len(answer.json()["faces"]) == 1
+                codes.append(200 if ok else answer.status_code)
+        return codes
+
+    with ThreadPoolExecutor(16) as pool:
+        codes = [c for result in pool.map(client, range(16)) for c in result]
+    assert len(codes) == 400 and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
+
+
+def test_bento_builds_and_its_tag_serves(model_tag: str, bento_home: Path, clear_frame: Path,
+                                         tmp_path: Path) -> None:  # fmt: skip
+    build = subprocess.run([str(BIN / "bentoml"), "build", ".", "--output", "tag"], cwd=ROOT, check=False,
+                           env=_env(bento_home), capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
+    tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    name, version = tag.split(":")
+    bento = bento_home / "bentos" / name / version
+    assert (bento / "src" / "service.py").is_file()
+    packed = {p.name for p in (bento / "src" / "src" / "ferops").glob("*.py")}
+    assert {"inference.py", "serving.py", "faces.py"} <= packed and "training.py" not in packed
+    locked = (bento / "env" / "python" / "requirements.lock.txt").read_text()
+    assert "onnxruntime-gpu==1.31.1" in locked and "\nonnxruntime==" not in locked
+    assert "torch" not in locked and "mlflow" not in locked
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "nvidia/cuda:12.8.1-cudnn-runtime" in dockerfile and "libgomp1" in dockerfile
+    assert model_tag in (bento / "bento.yaml").read_text()
+
+    proc, handle, url = _serve(tag, bento_home, tmp_path / "bento.log", cwd=tmp_path)
+    try:
+        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
+        answer = _post(url, "predict", clear_frame.read_bytes())
+        assert answer.status_code == 200 and answer.json()["faces"], answer.text[:300]
+    finally:
+        stop_process_group(proc)
+        handle.close()
