@@ -13,7 +13,8 @@ registry's ``champion`` by ``ferops-models import-bento``. Serving imports the i
 
 Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento).
 Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu|cuda,
-``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_MAX_UPLOAD_BYTES``,
+``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_DETECT_STEPS`` (steps of
+the bundle's detection cascade to use, 0 = all, default 2), ``FEROPS_MAX_UPLOAD_BYTES``,
 ``FEROPS_MAX_PIXELS``. Error answers are documented in ``ferops.serving``.
 """
 
@@ -53,6 +54,10 @@ MODEL = bentoml.models.BentoModel("ferops-resnet18:latest")
 #: are shed (503) only when the estimated wait exceeds the latency budget.
 MAX_BATCH_SIZE = 32
 MAX_LATENCY_MS = 10_000
+#: Detection cascade steps used when serving (0 = all of the bundle's). The shipped cascade's
+#: third step (dlib CNN at upsample 1, ~12 s a frame on 2 CPU cores) finds 13 of 673 SFEW faces:
+#: worth it offline in ``prepare``, not in a request. Override with ``FEROPS_DETECT_STEPS``.
+DETECT_STEPS = 2
 
 
 #: BentoML 1.4.40's client to a dependency replaces its connection pool every ``max_requests``
@@ -91,7 +96,7 @@ class FerClassifier:
 
     @bentoml.api
     def classify_unbatched(self, batch: np.ndarray) -> np.ndarray:
-        """One forward pass per request (``FEROPS_BATCHING=0``; the benchmark's baseline)."""
+        """One forward pass per request: a request alone in flight, or ``FEROPS_BATCHING=0``."""
         return self._forward(batch)
 
 
@@ -104,12 +109,14 @@ class FerService:
 
     def __init__(self) -> None:
         logging.getLogger("ferops").setLevel(logging.INFO)
-        self.predictor = Predictor(Path(self.model.path), load_model=False)
+        steps = int(os.environ.get("FEROPS_DETECT_STEPS", DETECT_STEPS))
+        self.predictor = Predictor(Path(self.model.path), load_model=False, cascade_steps=steps)
         self.limits = Limits.from_env()
         self.batching = os.environ.get("FEROPS_BATCHING", "1") != "0"
         self.tag = str(self.model.tag)
         # dlib's detectors and shape predictor are not documented as thread-safe.
         self._dlib = threading.Lock()
+        self._in_flight = 0  # classifier calls of this worker now waiting (one event loop)
         log.info("serving %s; batching %s; limits %s", self.tag, self.batching, self.limits)
 
     # -- plain methods shared by the endpoints (an API must not call another API) --
@@ -126,6 +133,31 @@ class FerService:
             faces, crops = self.predictor.locate(rgb)
         return faces, crops, None if faces else "no_face", (width, height)
 
+    async def _classify(self, batch: np.ndarray, attempts: int = 3) -> np.ndarray:
+        """The classifier service's N×(7+512) answer. Pooled keep-alive connections to it can be
+        closed by its server between calls (idle timeout) — a dropped connection is retried; a
+        classifier that stays unreachable or overloaded is a 503, not a 500."""
+        import aiohttp
+        from bentoml.exceptions import BentoMLException
+
+        # Alone in flight, a request skips the batcher: BentoML's dispatcher waits for company
+        # (a wait it learns under load and keeps long after: +60 ms a request at 1 client).
+        batched = self.batching and self._in_flight > 0
+        call = self.classifier.to_async.classify if batched else self.classifier.to_async.classify_unbatched
+        self._in_flight += 1
+        try:
+            for attempt in range(1, attempts + 1):
+                try:
+                    return np.asarray(await call(batch))
+                except aiohttp.ClientConnectionError as exc:
+                    log.warning("classifier connection dropped (%s), attempt %d/%d", exc, attempt, attempts)
+                    last = str(exc)
+                except BentoMLException as exc:
+                    raise RequestError(503, "classifier_unavailable", str(exc)) from exc
+        finally:
+            self._in_flight -= 1
+        raise RequestError(503, "classifier_unavailable", f"connection failed {attempts} times: {last}")
+
     async def _analyse(self, image: Path, crop: bool, explain: bool):
         try:
             faces, crops, reason, _ = await asyncio.to_thread(self._locate, image.read_bytes(), crop)
@@ -133,9 +165,10 @@ class FerService:
             return exc.response()
         out = []
         if crops:
-            batch = self.predictor.preprocess(crops)
-            call = self.classifier.to_async.classify if self.batching else self.classifier.to_async.classify_unbatched
-            result = np.asarray(await call(batch))
+            try:
+                result = await self._classify(self.predictor.preprocess(crops))
+            except RequestError as exc:
+                return exc.response()
             n = len(self.predictor.labels)
             out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
         return PredictResponse(faces=out, reason=reason, model=self.tag)
@@ -153,6 +186,7 @@ class FerService:
             "max_latency_ms": MAX_LATENCY_MS,
             "max_upload_bytes": self.limits.max_upload_bytes,
             "max_pixels": self.limits.max_pixels,
+            "detection_cascade": self.predictor.face_config.to_dict()["cascade"],
         }
 
     @bentoml.api(route="/detect")

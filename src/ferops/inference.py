@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -154,17 +154,23 @@ class Predictor:
     The steps are separate so a server can run them in different processes: :meth:`locate`
     (decode-side: detect + crop), :attr:`preprocess`, :meth:`run` (the ONNX network; skipped with
     ``load_model=False``) and :meth:`describe` (probabilities, explanation). :meth:`analyse`
-    chains them.
+    chains them. ``cascade_steps`` > 0 keeps only the first steps of the bundle's detection
+    cascade (a server's latency budget); 0 keeps all.
     """
 
     def __init__(self, bundle: Path, providers: str = "auto", load_model: bool = True,
-                 max_side: int = DEFAULT_MAX_SIDE) -> None:  # fmt: skip
+                 max_side: int = DEFAULT_MAX_SIDE, cascade_steps: int = 0) -> None:  # fmt: skip
         bundle = Path(bundle)
         self.manifest = verify_bundle(bundle)
         self.labels: list[str] = json.loads((bundle / "labels.json").read_text())
         spec = json.loads((bundle / "preprocess.json").read_text())
         self.preprocess = Preprocess(spec["input_size"], spec["resize"], spec["mean"], spec["std"])
         self.face_config = FaceConfig.from_dict(spec["faces"])
+        if cascade_steps < 0:
+            raise ValueError(f"cascade_steps must be >= 0 (0 = all), got {cascade_steps}")
+        if cascade_steps:  # serving may stop the cascade early: its last steps cost seconds a frame
+            cascade = self.face_config.cascade[:cascade_steps]
+            self.face_config = replace(self.face_config, cascade=cascade)
         self.detector = FaceDetector(self.face_config)
         self.explainer = Explainer.load(bundle / "rules.json")
         self.max_side = max_side
