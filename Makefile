@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ACTIVATE := source .venv/bin/activate
 
-.PHONY: setup repro test lint
+.PHONY: setup repro test lint bento
 setup:
 	bash scripts/setup.sh
 
@@ -14,3 +14,7 @@ test: setup
 
 lint:
 	$(ACTIVATE) && ruff check src pipelines tests benchmarks service.py
+
+# The registry's champion → BentoML model store → a bento (run after `make repro`).
+bento: setup
+	$(ACTIVATE) && ferops-models import-bento && bentoml build

@@ -112,6 +112,10 @@ def test_info_reports_model_and_real_providers(service: str, model_tag: str) -> 
     assert info["metadata"]["mlflow_name"] == MODEL_NAME and info["metadata"]["mlflow_alias"] == "champion"
     assert info["providers"][0] == ("CUDAExecutionProvider" if _has_gpu() else "CPUExecutionProvider")
     assert info["batching"] is True and info["max_batch_size"] > 1
+    assert [step["detector"] for step in info["detection_cascade"]] == ["hog"]
+    spec = requests.get(f"{service}/docs.json", timeout=30).json()
+    assert {"/detect", "/predict", "/explain", "/info"} <= set(spec["paths"])
+    assert "no_face" in json.dumps(spec["paths"]["/detect"])  # the documented no-face answer
 
 
 def _has_gpu() -> bool:
