@@ -41,6 +41,23 @@ def throughput(run, batch: int, seconds: float) -> float:
     return count * batch / (time.perf_counter() - start)
 
 
+def gflop_per_image(model: FerResNet, size: int) -> float:
+    """Forward FLOPs of one image (a multiply-add counts 2), by torch's FLOP counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model.forward_features(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def sgemm_gflop_s(seconds: float, n: int = 2048) -> float:
+    """This machine's practical float32 peak: a large matrix product (torch, same threads)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    calls = throughput(lambda: torch.mm(a, b), 1, seconds)
+    return calls * 2 * n**3 / 1e9
+
+
 def compare(model: FerResNet, onnx_path: Path, size: int, batches: tuple[int, ...],
             seconds: float, rounds: int) -> dict:  # fmt: skip
     session = make_session(onnx_path, "auto")
@@ -61,8 +78,10 @@ def compare(model: FerResNet, onnx_path: Path, size: int, batches: tuple[int, ..
             torch_ips.append(throughput(run_torch, batch, seconds))
             ort_ips.append(throughput(run_ort, batch, seconds))
         t, o = float(np.median(torch_ips)), float(np.median(ort_ips))
+        gflop = gflop_per_image(model, size)
         out[f"batch_{batch}"] = {"torch_img_s": round(t, 1), "ort_img_s": round(o, 1),
-                                 "ort_over_torch": round(o / t, 2)}  # fmt: skip
+                                 "ort_over_torch": round(o / t, 2),
+                                 "torch_gflop_s": round(t * gflop, 1), "ort_gflop_s": round(o * gflop, 1)}  # fmt: skip
         log.info("%d px batch %d: torch %.1f img/s, ORT %.1f img/s, ratio %.2f", size, batch, t, o, o / t)
     out["providers"] = session.get_providers()
     return out
@@ -83,6 +102,11 @@ def main(argv: list[str] | None = None) -> int:
 
     model, meta = load_checkpoint(args.model)
     results = {"shipped_input": meta["input_size"]}
+    # Roofline: how close each runtime already is to what this CPU can do at all.
+    results["sgemm_gflop_s"] = round(sgemm_gflop_s(args.seconds), 1)
+    results["gflop_per_image"] = {str(s): round(gflop_per_image(model, s), 4)
+                                  for s in (meta["input_size"], 224)}  # fmt: skip
+    log.info("sgemm %.1f GFLOP/s; %s GFLOP per image", results["sgemm_gflop_s"], results["gflop_per_image"])
     results["shipped"] = compare(model, args.bundle / "model.onnx", meta["input_size"], (1, 32),
                                  args.seconds, args.rounds)  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:  # the paper's 224 px input, same network
