@@ -42,6 +42,7 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
     assert (d1["action"], d1["alias"], d1["version"]) == ("registered", "champion", 1)
     again = register_bundle(first, weights, _run_id(), tags, test_accuracy=0.40, name=name)
     assert again["action"] == "unchanged" and again["version"] == 1
+    assert again["aliases"] == ["champion"]
     client = MlflowClient()
     assert len(client.search_model_versions(f"name='{name}'")) == 1
 

@@ -67,8 +67,11 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
     existing = find_version(client, name, bundle_sha)
     if existing is not None:
         log.info("bundle %s is already %s version %s", bundle_sha[:12], name, existing.version)
+        # search_model_versions leaves aliases empty: ask the registered model.
+        aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items()
+                         if str(v) == str(existing.version))  # fmt: skip
         return {"action": "unchanged", "name": name, "version": int(existing.version),
-                "aliases": list(existing.aliases), "reason": "this bundle is already registered"}  # fmt: skip
+                "aliases": aliases, "reason": "this bundle is already registered"}  # fmt: skip
 
     try:
         client.create_registered_model(name)
