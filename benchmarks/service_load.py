@@ -32,17 +32,10 @@ import requests
 
 from ferops.config import setup_logging
 from ferops.packaging import store_bundle
+from ferops.processes import free_port, stop_process_group, wait_http
 
 log = logging.getLogger("benchmark")
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Server:
@@ -61,17 +54,7 @@ class Server:
         )  # fmt: skip
 
     def wait(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log.name}")
-            try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"{self.url} not ready after {timeout} s")
+        wait_http(f"{self.url}/readyz", timeout, self.proc)
 
     def rss_mb(self) -> dict[str, float]:
         """Resident memory of the server's processes (MB), by command line role."""
@@ -90,14 +73,7 @@ class Server:
         return out
 
     def stop(self) -> None:
-        import signal
-
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        stop_process_group(self.proc)
         self.log.close()
 
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from ferops.processes import free_port, stop_process_group, wait_http
+
 ROOT = Path(__file__).resolve().parents[1]
 RAW_SFEW = ROOT / "data" / "raw" / "sfew"
 RAW_FER = ROOT / "data" / "raw" / "fer2013"
@@ -64,49 +66,6 @@ def bad_files(tmp_path: Path, clear_frame: Path) -> dict[str, Path]:
         path.write_bytes(data)
         out[reason] = path
     return out
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_http(url: str, timeout: float, proc=None) -> None:
-    """Poll ``url`` until it answers 200, the process dies, or ``timeout`` passes."""
-    import time
-
-    import requests
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode} before {url} answered")
-        try:
-            if requests.get(url, timeout=2).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
-
-
-def stop_process_group(proc) -> None:
-    """Stop a server started with ``start_new_session=True`` and everything it spawned."""
-    import os
-    import signal
-    import subprocess
-
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

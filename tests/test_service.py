@@ -21,8 +21,9 @@ from PIL import Image
 
 from ferops.images import decode_image, read_image, to_gray
 from ferops.inference import Predictor
+from ferops.processes import free_port, stop_process_group, wait_http
 from tests.bundles import make_bundle
-from tests.conftest import CLEAR_FRAMES, ROOT, free_port, stop_process_group, wait_http
+from tests.conftest import CLEAR_FRAMES, ROOT
 
 BIN = Path(sys.executable).parent
 MODEL_NAME = "ferops-service-test"

@@ -191,8 +191,6 @@ class Predictor:
 
     def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(logits N×7, features N×512) for gray face crops."""
-        if not len(crops):
-            return self.run(np.zeros((0, 1, 1, 1), np.float32))
         return self.run(self.preprocess(crops))
 
     def detect(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray, float]:

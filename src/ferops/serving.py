@@ -23,7 +23,6 @@ An image without a face is not an error: 200 with ``faces: []`` and ``reason: "n
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ferops.images import ImageDecodeError, decode_image
 
-log = logging.getLogger(__name__)
-
 #: HTTP status per :class:`~ferops.images.ImageDecodeError` reason.
 STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "bad_size": 422,
-          "too_many_pixels": 413, "too_large": 413, "unreadable": 422}  # fmt: skip
+          "too_many_pixels": 413, "unreadable": 422}  # fmt: skip
 
 #: Smallest side (pixels) on which face detection is attempted.
 MIN_DETECT_SIDE = 16
@@ -62,7 +59,8 @@ class Limits:
 
 
 class RequestError(Exception):
-    """A client error with a status, a machine-readable code and a human reason."""
+    """An error answer: HTTP status (4xx for the client's input, 503 when the classifier is
+    unreachable), a machine-readable code and a human reason, sent as JSON."""
 
     def __init__(self, status: int, error: str, detail: str) -> None:
         super().__init__(f"{status} {error}: {detail}")
@@ -238,8 +236,3 @@ class PredictResponse(BaseModel):
     faces: list[FacePrediction]
     reason: str | None = Field(None, description="no_face | image_too_small when faces is empty")
     model: str = Field(description="BentoML model tag serving this answer")
-
-
-class ErrorResponse(BaseModel):
-    error: str
-    detail: str
