@@ -72,3 +72,45 @@ def test_checkpoint_round_trip(tmp_path: Path, faces: FaceSet) -> None:
     assert meta["input_size"] == 32
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(fa, fb)
+
+
+def _one_epoch(**changes: object) -> TrainConfig:
+    return TrainConfig(**{**TINY.to_dict(), "epochs": 1, **changes})
+
+
+def test_frozen_blocks_keep_weights_and_batchnorm_statistics(faces: FaceSet) -> None:
+    model = _seeded_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, _ = fit(model, faces, None, _one_epoch(freeze_blocks=2))
+    after = model.state_dict()
+    for key, value in before.items():
+        if key.startswith(("net.conv1.", "net.bn1.", "net.layer1.")):
+            assert torch.equal(value, after[key]), key
+    assert not torch.equal(before["net.layer2.0.conv1.weight"], after["net.layer2.0.conv1.weight"])
+    assert not torch.equal(before["net.fc.weight"], after["net.fc.weight"])
+    assert all(p.requires_grad for p in model.parameters())  # unfrozen again for the caller
+
+
+def test_backbone_lr_scale_zero_trains_only_the_classifier(faces: FaceSet) -> None:
+    model = _seeded_model()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model, _ = fit(model, faces, None, _one_epoch(backbone_lr_scale=0.0))
+    after = model.state_dict()
+    assert torch.equal(before["net.layer4.1.conv2.weight"], after["net.layer4.1.conv2.weight"])
+    assert not torch.equal(before["net.fc.weight"], after["net.fc.weight"])
+
+
+def test_mixup_and_dropout_train_deterministically(faces: FaceSet) -> None:
+    config = _one_epoch(mixup_alpha=0.4, dropout=0.5)
+    first_model, first = fit(_seeded_model(), faces, faces, config)
+    _, second = fit(_seeded_model(), faces, faces, config)
+    assert first[0]["train_loss"] == second[0]["train_loss"]
+    assert first[0]["val_acc"] == second[0]["val_acc"]
+    assert first_model.dropout.p == 0.0  # predictions after training never drop features
+
+
+@pytest.mark.parametrize("bad", [{"freeze_blocks": 6}, {"freeze_blocks": -1}, {"dropout": 1.0},
+                                 {"mixup_alpha": -0.1}, {"backbone_lr_scale": -1.0}])  # fmt: skip
+def test_invalid_fine_tuning_settings_are_refused(bad: dict) -> None:
+    with pytest.raises(ValueError):
+        TrainConfig(**{**TINY.to_dict(), **bad})

@@ -21,11 +21,14 @@ class FerResNet(nn.Module):
     features the paper exported ("feature1 … feature512") and the rule trees are fitted on.
     """
 
-    def __init__(self, num_classes: int = len(CLASSES)) -> None:
+    def __init__(self, num_classes: int = len(CLASSES), dropout: float = 0.0) -> None:
         super().__init__()
         net = resnet18(weights=None, num_classes=num_classes)
         net.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.net = net
+        #: Dropout on the pooled features before ``fc`` (no weights: the state dict is unchanged;
+        #: identity in eval mode, so exports and predictions never see it).
+        self.dropout = nn.Dropout(dropout)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         n = self.net
@@ -35,10 +38,10 @@ class FerResNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = self.features(x)
-        return self.net.fc(feats), feats
+        return self.net.fc(self.dropout(feats)), feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.fc(self.features(x))
+        return self.net.fc(self.dropout(self.features(x)))
 
 
 class LogitsAndFeatures(nn.Module):

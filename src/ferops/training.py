@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 SCHEDULES = ("none", "cosine", "step")
 INITS = ("scratch", "fer2013")
+#: Backbone blocks of :class:`~ferops.model.FerResNet` in forward order (``freeze_blocks``).
+BLOCKS: tuple[tuple[str, ...], ...] = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",),
+                                        ("layer4",))  # fmt: skip
 #: Pixel normalisation: uint8 → [-1, 1]. Saved with every checkpoint and in the serving bundle.
 MEAN, STD = 127.5, 127.5
 
@@ -46,8 +49,22 @@ class TrainConfig:
     label_smoothing: float = 0.0
     seed: int = 42
     device: str = "auto"
+    #: Leading blocks kept fixed (weights and BatchNorm statistics): 0 = none, 1 = the stem
+    #: (conv1 + bn1), 2 = stem + layer1, … 5 = every block but the classifier.
+    freeze_blocks: int = 0
+    #: Learning-rate multiplier of the trainable backbone (everything but the classifier ``fc``);
+    #: 0 leaves its weights out of the optimiser (BatchNorm statistics still adapt).
+    backbone_lr_scale: float = 1.0
+    #: Mixup: Beta(alpha, alpha) mixing weight of image pairs within a batch; 0 = off.
+    mixup_alpha: float = 0.0
+    #: Dropout probability on the 512 pooled features before the classifier (training only).
+    dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.freeze_blocks <= len(BLOCKS):
+            raise ValueError(f"freeze_blocks must lie in 0..{len(BLOCKS)}, got {self.freeze_blocks}")
+        if self.backbone_lr_scale < 0 or self.mixup_alpha < 0 or not 0 <= self.dropout < 1:
+            raise ValueError("backbone_lr_scale and mixup_alpha must be >= 0, dropout in [0, 1)")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule {self.schedule!r} is not one of {SCHEDULES}")
         if self.resize < self.input_size:
@@ -172,6 +189,29 @@ def evaluate_loss(
 EpochCallback = Callable[[int, dict[str, float]], None]
 
 
+def frozen_modules(model: FerResNet, blocks: int) -> list[nn.Module]:
+    """The first ``blocks`` entries of :data:`BLOCKS` as modules of ``model``."""
+    return [getattr(model.net, name) for group in BLOCKS[:blocks] for name in group]
+
+
+def param_groups(model: FerResNet, config: TrainConfig) -> list[dict[str, Any]]:
+    """Optimiser groups: the trainable backbone at ``lr × backbone_lr_scale`` (``lr_scale``
+    key), the classifier at ``lr``; frozen blocks are left out."""
+    frozen = {id(p) for m in frozen_modules(model, config.freeze_blocks) for p in m.parameters()}
+    head = {id(p) for p in model.net.fc.parameters()}
+    backbone = [p for p in model.parameters() if id(p) not in frozen and id(p) not in head]
+    groups = [{"params": list(model.net.fc.parameters()), "lr_scale": 1.0}]
+    if backbone and config.backbone_lr_scale > 0:
+        groups.insert(0, {"params": backbone, "lr_scale": config.backbone_lr_scale})
+    return groups
+
+
+def _set_frozen(model: FerResNet, blocks: int, frozen: bool) -> None:
+    for module in frozen_modules(model, blocks):
+        for p in module.parameters():
+            p.requires_grad_(not frozen)
+
+
 def fit(
     model: FerResNet,
     train: FaceSet,
@@ -185,7 +225,10 @@ def fit(
     seed_everything(config.seed)
     device = resolve_device(config.device)
     model = model.to(device)
-    optimiser = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=config.momentum,
+    model.dropout.p = config.dropout
+    groups = param_groups(model, config)
+    _set_frozen(model, config.freeze_blocks, True)
+    optimiser = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
                                 weight_decay=config.weight_decay)  # fmt: skip
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     rng = np.random.default_rng(config.seed)
@@ -196,8 +239,10 @@ def fit(
         start = time.perf_counter()
         lr = config.lr * _lr_factor(config, epoch)
         for group in optimiser.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group["lr_scale"]
         model.train()
+        for module in frozen_modules(model, config.freeze_blocks):
+            module.eval()  # frozen BatchNorm keeps its pre-trained statistics
         order = rng.permutation(len(train))
         seen, loss_sum, correct = 0, 0.0, 0
         bar = tqdm(range(0, len(order), config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
@@ -209,8 +254,14 @@ def fit(
                 part = batch[c0 : c0 + chunk]
                 x, y = train.batch(part, config.input_size, rng, config.online_flip)
                 x, y = x.to(device), y.to(device)
-                out = model(x)
-                loss = criterion(out, y)
+                if config.mixup_alpha > 0:
+                    lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
+                    perm = torch.from_numpy(rng.permutation(len(part))).to(device)
+                    out = model(lam * x + (1 - lam) * x[perm])
+                    loss = lam * criterion(out, y) + (1 - lam) * criterion(out, y[perm])
+                else:
+                    out = model(x)
+                    loss = criterion(out, y)
                 (loss * len(part) / len(batch)).backward()
                 loss_sum += float(loss) * len(part)
                 correct += int((out.argmax(1) == y).sum())
@@ -235,6 +286,8 @@ def fit(
         )
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
+    _set_frozen(model, config.freeze_blocks, False)
+    model.dropout.p = 0.0
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
