@@ -10,16 +10,6 @@ import yaml
 
 from tests.conftest import ROOT
 
-#: Known gaps, kept only because closing them reruns the stage (prepare ≈ 7 min, pretrain
-#: ≈ 20 min on a 2-core CPU). Close them with the next change that reruns these stages anyway;
-#: a gap not listed here fails the test.
-KNOWN_GAPS = {
-    "prepare": {"src/ferops/config.py", "src/ferops/sheets.py"},
-    "pretrain": {"src/ferops/augment.py", "src/ferops/config.py", "src/ferops/data.py",
-                 "src/ferops/plots.py", "src/ferops/tracking.py"},
-}  # fmt: skip
-
-
 def imported_modules(path: Path, seen: set[str]) -> set[str]:
     """``src/ferops/*.py`` files that ``path`` imports, directly or through other modules."""
     for node in ast.walk(ast.parse(path.read_text())):
@@ -43,6 +33,6 @@ def test_stage_deps_cover_the_code_each_stage_runs() -> None:
         script = f"pipelines/{name}.py"
         assert script in stage["deps"], f"stage {name} does not depend on {script}"
         missing = imported_modules(ROOT / script, set()) - set(stage["deps"])
-        if missing != KNOWN_GAPS.get(name, set()):
+        if missing:
             problems[name] = sorted(missing)
-    assert not problems, f"deps missing from dvc.yaml (or a known gap closed): {problems}"
+    assert not problems, f"deps missing from dvc.yaml: {problems}"
