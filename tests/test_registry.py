@@ -53,7 +53,7 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
     assert "<" in d2["reason"]
 
     better, w3 = make_bundle(tmp_path / "c", seed=3)
-    d3 = register_bundle(better, w3, _run_id(), tags, test_accuracy=0.45, name=name)
+    d3 = register_bundle(better, w3, _run_id(), tags, test_accuracy=59 / 131, name=name)
     assert (d3["alias"], d3["version"]) == ("champion", 3)
     assert client.get_model_version_by_alias(name, "champion").version == "3"
 
@@ -69,6 +69,11 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
     crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
     expected, _ = Predictor(better).classify(list(crops))
     np.testing.assert_allclose(np.asarray(loaded.predict(crops)), expected, atol=1e-5)
+
+    # A tie promotes the newer model, though the champion's tag is rounded up (0.450382).
+    tie, w5 = make_bundle(tmp_path / "e", seed=5)
+    d5 = register_bundle(tie, w5, _run_id(), tags, test_accuracy=59 / 131, name=name)
+    assert (d5["alias"], d5["version"]) == ("champion", 5), d5["reason"]
     shutil.rmtree(tmp_path)
 
 

@@ -101,7 +101,8 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
                                   "definition: not comparable, promote by hand")  # fmt: skip
     else:
         best = float(champion.tags.get("test_accuracy", "nan"))
-        promote = test_accuracy >= best + margin
+        # The tag holds 6 decimals: compare at that precision, or a tie would lose to rounding.
+        promote = round(test_accuracy, 6) >= round(best + margin, 6)
         reason = (f"test accuracy {test_accuracy:.4f} {'>=' if promote else '<'} champion "
                   f"v{champion.version}'s {best:.4f} + margin {margin}")  # fmt: skip
     alias = CHAMPION if promote else CHALLENGER
