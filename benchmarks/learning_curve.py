@@ -21,13 +21,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ferops.augment import AugmentConfig, augment_image
+from ferops.augment import AugmentConfig
 from ferops.config import load_section, setup_logging
+from ferops.crossval import run_fold
 from ferops.data import load_faces
-from ferops.metrics import classification_metrics
-from ferops.model import FerResNet, load_checkpoint
+from ferops.model import load_checkpoint
 from ferops.recipe import train_recipe
-from ferops.training import FaceSet, fit, predict, seed_everything
 
 log = logging.getLogger("learning_curve")
 
@@ -80,21 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             held = folds == fold
             chosen = np.zeros(len(rows), dtype=bool)
             chosen[~held] = clip_subset(clips[~held], fraction, config.seed + fold)
-            train_images, train_labels = [], []
-            for i in np.flatnonzero(chosen):
-                for version in augment_image(images[i], aug).values():
-                    train_images.append(version)
-                    train_labels.append(labels[i])
-            seed_everything(config.seed + fold)  # as the crossval stage
-            model = FerResNet()
-            if start_state is not None:
-                model.load_state_dict(start_state)
-            model, _ = fit(model, FaceSet(train_images, train_labels, config.resize), None,
-                           config, desc=f"{fraction} fold {fold}")  # fmt: skip
-            test = FaceSet([images[i] for i in np.flatnonzero(held)],
-                           [labels[i] for i in np.flatnonzero(held)], config.resize)  # fmt: skip
-            logits, _ = predict(model, test, config.input_size, device=config.device)
-            accuracies.append(classification_metrics(test.labels, logits.argmax(1))["accuracy"])
+            metrics = run_fold(images, labels, chosen, held, config, aug, start_state,
+                               seed=config.seed + fold, desc=f"{fraction} fold {fold}")  # fmt: skip
+            accuracies.append(metrics["accuracy"])
             faces.append(int(chosen.sum()))
         point = {"fraction": fraction, "train_faces_mean": float(np.mean(faces)),
                  "fold_accuracy": [round(a, 4) for a in accuracies],

@@ -9,14 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ferops.augment import AugmentConfig, augment_image
+from ferops.augment import AugmentConfig
 from ferops.config import load_section, setup_logging, write_json
+from ferops.crossval import run_fold
 from ferops.data import load_faces
-from ferops.metrics import classification_metrics
-from ferops.model import FerResNet, load_checkpoint
+from ferops.model import load_checkpoint
 from ferops.recipe import train_recipe
 from ferops.tracking import resume_run
-from ferops.training import FaceSet, fit, predict, seed_everything
 
 log = logging.getLogger("crossval")
 
@@ -44,21 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for fold in fold_ids:
         held = folds == fold
-        train_images, train_labels = [], []
-        for i in np.flatnonzero(~held):  # the augment stage's offline ops, in memory
-            for version in augment_image(images[i], aug).values():
-                train_images.append(version)
-                train_labels.append(labels[i])
-        seed_everything(config.seed + fold)
-        model = FerResNet()
-        if start_state is not None:
-            model.load_state_dict(start_state)
-        train = FaceSet(train_images, train_labels, config.resize)
-        model, _ = fit(model, train, None, config, desc=f"fold {fold}")
-        test = FaceSet([images[i] for i in np.flatnonzero(held)],
-                       [labels[i] for i in np.flatnonzero(held)], config.resize)  # fmt: skip
-        logits, _ = predict(model, test, config.input_size, device=config.device)
-        metrics = classification_metrics(test.labels, logits.argmax(1))
+        metrics = run_fold(images, labels, ~held, held, config, aug, start_state,
+                           seed=config.seed + fold, desc=f"fold {fold}")  # fmt: skip
         results.append({"fold": fold, "accuracy": metrics["accuracy"], "n": metrics["n"],
                         "macro_f1": metrics["macro_f1"], "recall": metrics["recall"]})  # fmt: skip
         log.info("fold %d: accuracy %.4f on %d faces", fold, metrics["accuracy"], metrics["n"])

@@ -10,6 +10,7 @@ import yaml
 
 from tests.conftest import ROOT
 
+
 def imported_modules(path: Path, seen: set[str]) -> set[str]:
     """``src/ferops/*.py`` files that ``path`` imports, directly or through other modules."""
     for node in ast.walk(ast.parse(path.read_text())):

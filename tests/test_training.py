@@ -114,3 +114,18 @@ def test_mixup_and_dropout_train_deterministically(faces: FaceSet) -> None:
 def test_invalid_fine_tuning_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**{**TINY.to_dict(), **bad})
+
+
+def test_run_fold_refuses_overlapping_or_empty_masks() -> None:
+    from ferops.augment import AugmentConfig
+    from ferops.crossval import run_fold
+
+    faces = [np.full((72, 72), i, dtype=np.uint8) for i in range(4)]
+    config = TrainConfig(epochs=1, batch_size=2, input_size=64, resize=72)
+    aug = AugmentConfig(ops=("original",), factor=1.1)
+    train = np.array([True, True, True, False])
+    with pytest.raises(ValueError, match="both trained on and held out"):
+        run_fold(faces, [0, 1, 2, 3], train, np.array([False, False, True, True]), config, aug,
+                 None, seed=0)  # fmt: skip
+    with pytest.raises(ValueError, match="at least one"):
+        run_fold(faces, [0, 1, 2, 3], train, np.zeros(4, dtype=bool), config, aug, None, seed=0)
