@@ -21,12 +21,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from ferops.augment import AugmentConfig
-from ferops.config import load_section, setup_logging
-from ferops.crossval import run_fold
-from ferops.data import load_faces
-from ferops.model import load_checkpoint
-from ferops.recipe import train_recipe
+from ferops.config import setup_logging
+from ferops.crossval import load_fold_inputs, run_fold
 
 log = logging.getLogger("learning_curve")
 
@@ -64,23 +60,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    init, config = train_recipe(load_section(args.params, "train"))
-    augment = load_section(args.params, "augment")
-    aug = AugmentConfig(ops=tuple(augment["ops"]), factor=augment["factor"])
-    images, labels, rows = load_faces(args.split, args.crops)
-    folds = np.array([int(r["fold"]) for r in rows])
-    clips = np.array([r["clip"] for r in rows])
-    start_state = load_checkpoint(args.pretrained)[0].state_dict() if init == "fer2013" else None
+    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained)
+    config, folds = data.config, data.folds
+    clips = np.array([r["clip"] for r in data.rows])
 
     points = []
     for fraction in sorted(args.fractions):
         accuracies, faces, start = [], [], time.perf_counter()
         for fold in tqdm(sorted(set(folds.tolist())), desc=f"fraction {fraction}", unit="fold"):
             held = folds == fold
-            chosen = np.zeros(len(rows), dtype=bool)
+            chosen = np.zeros(len(data.rows), dtype=bool)
             chosen[~held] = clip_subset(clips[~held], fraction, config.seed + fold)
-            metrics = run_fold(images, labels, chosen, held, config, aug, start_state,
-                               seed=config.seed + fold, desc=f"{fraction} fold {fold}")  # fmt: skip
+            metrics = run_fold(data.images, data.labels, chosen, held, config, data.augment,
+                               data.start_state, seed=config.seed + fold,
+                               desc=f"{fraction} fold {fold}")  # fmt: skip
             accuracies.append(metrics["accuracy"])
             faces.append(int(chosen.sum()))
         point = {"fraction": fraction, "train_faces_mean": float(np.mean(faces)),
@@ -101,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                        "fold_accuracy": [round(a, 4) for a in accuracies],
                        "accuracy_mean": stage["accuracy_mean"],
                        "accuracy_std": stage["accuracy_std"]})  # fmt: skip
-    result: dict = {"init": init, "config": config.to_dict(), "points": points}
+    result: dict = {"init": data.init, "config": config.to_dict(), "points": points}
     if len(points) >= 2:
         a, b = fit_line(np.array([p["train_faces_mean"] for p in points]),
                         np.array([p["accuracy_mean"] for p in points]))  # fmt: skip

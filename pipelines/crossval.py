@@ -9,12 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ferops.augment import AugmentConfig
 from ferops.config import load_section, setup_logging, write_json
-from ferops.crossval import run_fold
-from ferops.data import load_faces
-from ferops.model import load_checkpoint
-from ferops.recipe import train_recipe
+from ferops.crossval import load_fold_inputs, run_fold
 from ferops.tracking import resume_run
 
 log = logging.getLogger("crossval")
@@ -31,25 +27,20 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    init, config = train_recipe(load_section(args.params, "train"))
-    augment = load_section(args.params, "augment")
-    aug = AugmentConfig(ops=tuple(augment["ops"]), factor=augment["factor"])
+    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained)
+    config, folds = data.config, data.folds
     max_folds = int(load_section(args.params, "crossval").get("max_folds", 0))
-
-    images, labels, rows = load_faces(args.split, args.crops)
-    folds = np.array([int(r["fold"]) for r in rows])
     fold_ids = sorted(set(folds.tolist()))[: max_folds or None]
-    start_state = load_checkpoint(args.pretrained)[0].state_dict() if init == "fer2013" else None
     results = []
     for fold in fold_ids:
         held = folds == fold
-        metrics = run_fold(images, labels, ~held, held, config, aug, start_state,
-                           seed=config.seed + fold, desc=f"fold {fold}")  # fmt: skip
+        metrics = run_fold(data.images, data.labels, ~held, held, config, data.augment,
+                           data.start_state, seed=config.seed + fold, desc=f"fold {fold}")  # fmt: skip
         results.append({"fold": fold, "accuracy": metrics["accuracy"], "n": metrics["n"],
                         "macro_f1": metrics["macro_f1"], "recall": metrics["recall"]})  # fmt: skip
         log.info("fold %d: accuracy %.4f on %d faces", fold, metrics["accuracy"], metrics["n"])
     accuracies = np.array([r["accuracy"] for r in results])
-    summary = {"folds": results, "k": len(results), "init": init,
+    summary = {"folds": results, "k": len(results), "init": data.init,
                "accuracy_mean": round(float(accuracies.mean()), 4),
                "accuracy_std": round(float(accuracies.std(ddof=1)) if len(results) > 1 else 0.0, 4)}  # fmt: skip
     write_json(args.metrics, summary)

@@ -5,15 +5,47 @@ learning-curve benchmark)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from ferops.augment import AugmentConfig, augment_image
+from ferops.config import load_section
+from ferops.data import load_faces
 from ferops.metrics import classification_metrics
-from ferops.model import FerResNet
+from ferops.model import FerResNet, load_checkpoint
+from ferops.recipe import train_recipe
 from ferops.training import FaceSet, TrainConfig, fit, predict, seed_everything
+
+
+@dataclass(frozen=True)
+class FoldInputs:
+    """What every fold needs: the recipe, the faces with their split rows and fold numbers, and
+    the start weights (``None`` when the recipe trains from scratch)."""
+
+    init: str
+    config: TrainConfig
+    augment: AugmentConfig
+    images: list[np.ndarray]
+    labels: list[int]
+    rows: list[dict[str, str]]
+    folds: np.ndarray
+    start_state: dict[str, torch.Tensor] | None
+
+
+def load_fold_inputs(params: str | Path, split: Path, crops: Path, pretrained: Path) -> FoldInputs:
+    """The ``train`` and ``augment`` sections of ``params``, every face of ``split``, and the
+    pre-trained weights when ``train.init`` is ``fer2013``."""
+    init, config = train_recipe(load_section(params, "train"))
+    section = load_section(params, "augment")
+    augment = AugmentConfig(ops=tuple(section["ops"]), factor=section["factor"])
+    images, labels, rows = load_faces(split, crops)
+    start_state = load_checkpoint(pretrained)[0].state_dict() if init == "fer2013" else None
+    folds = np.array([int(r["fold"]) for r in rows])
+    return FoldInputs(init, config, augment, images, labels, rows, folds, start_state)
 
 
 def run_fold(
