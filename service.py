@@ -3,7 +3,7 @@
 Two services, one bento:
 
 * ``FerService`` (the API, ``/detect``, ``/predict``, ``/explain``): decodes uploads safely, runs
-  the face cascade, crops and explains — CPU work, dlib;
+  the face cascade (YuNet), aligns and explains — CPU work;
 * ``FerClassifier`` (internal): the ONNX network on ONNX Runtime (CUDA provider when a GPU is
   really there), with adaptive batching: crops of concurrent requests share one forward pass.
 
@@ -14,7 +14,7 @@ registry's ``champion`` by ``ferops-models import-bento``. Serving imports the i
 Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento).
 Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu|cuda,
 ``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_DETECT_STEPS`` (steps of
-the bundle's detection cascade to use, 0 = all, default 2), ``FEROPS_MAX_UPLOAD_BYTES``,
+the bundle's detection cascade to use, 0 = all, the default), ``FEROPS_MAX_UPLOAD_BYTES``,
 ``FEROPS_MAX_PIXELS``. Error answers are documented in ``ferops.serving``.
 """
 
@@ -54,10 +54,11 @@ MODEL = bentoml.models.BentoModel("ferops-resnet18:latest")
 #: are shed (503) only when the estimated wait exceeds the latency budget.
 MAX_BATCH_SIZE = 32
 MAX_LATENCY_MS = 10_000
-#: Detection cascade steps used when serving (0 = all of the bundle's). The shipped cascade's
-#: third step (dlib CNN at upsample 1, ~12 s a frame on 2 CPU cores) finds 13 of 673 SFEW faces:
-#: worth it offline in ``prepare``, not in a request. Override with ``FEROPS_DETECT_STEPS``.
-DETECT_STEPS = 2
+#: Detection cascade steps used when serving (0 = all of the bundle's, as ``prepare`` ran them).
+#: The shipped cascade is YuNet, then YuNet at 2× on a miss (~10 ms and ~40 ms a frame on 2 CPU
+#: cores); a bundle trained on the paper's dlib cascade may cap its slow CNN steps with
+#: ``FEROPS_DETECT_STEPS``.
+DETECT_STEPS = 0
 
 
 #: BentoML 1.4.40's client to a dependency replaces its connection pool every ``max_requests``
@@ -114,8 +115,9 @@ class FerService:
         self.limits = Limits.from_env()
         self.batching = os.environ.get("FEROPS_BATCHING", "1") != "0"
         self.tag = str(self.model.tag)
-        # dlib's detectors and shape predictor are not documented as thread-safe.
-        self._dlib = threading.Lock()
+        # YuNet keeps its input size between calls; dlib's detectors are not documented as
+        # thread-safe: one detection at a time per worker.
+        self._detector = threading.Lock()
         self._in_flight = 0  # classifier calls of this worker now waiting (one event loop)
         log.info("serving %s; batching %s; limits %s", self.tag, self.batching, self.limits)
 
@@ -124,13 +126,10 @@ class FerService:
     def _locate(self, data: bytes, is_crop: bool):
         rgb = decode_upload(data, self.limits)
         height, width = rgb.shape[:2]
-        if is_crop:
-            faces, crops = self.predictor.locate(rgb, is_crop=True)
-            return faces, crops, None, (width, height)
         if min(height, width) < MIN_DETECT_SIDE:
             return [], [], "image_too_small", (width, height)
-        with self._dlib:
-            faces, crops = self.predictor.locate(rgb)
+        with self._detector:
+            faces, crops = self.predictor.locate(rgb, is_crop)
         return faces, crops, None if faces else "no_face", (width, height)
 
     async def _classify(self, batch: np.ndarray, attempts: int = 3) -> np.ndarray:

@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained)
+    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained,
+                            Path("data/fer2013/fer2013.npz"), Path("data/teacher/teacher.npz"))
     config, folds = data.config, data.folds
     clips = np.array([r["clip"] for r in data.rows])
 
@@ -71,9 +72,10 @@ def main(argv: list[str] | None = None) -> int:
             held = folds == fold
             chosen = np.zeros(len(data.rows), dtype=bool)
             chosen[~held] = clip_subset(clips[~held], fraction, config.seed + fold)
-            metrics = run_fold(data.images, data.labels, chosen, held, config, data.augment,
-                               data.start_state, seed=config.seed + fold,
-                               desc=f"{fraction} fold {fold}")  # fmt: skip
+            metrics, _ = run_fold(data.images, data.labels, chosen, held, config, data.augment,
+                                  data.start_state, seed=config.seed + fold,
+                                  desc=f"{fraction} fold {fold}", soft=data.soft,
+                                  extra=data.extra)  # fmt: skip
             accuracies.append(metrics["accuracy"])
             faces.append(int(chosen.sum()))
         point = {"fraction": fraction, "train_faces_mean": float(np.mean(faces)),

@@ -1,5 +1,6 @@
-"""Stage ``crossval``: the shipped recipe (params ``train``) on k clip-grouped folds from the
-split stage, each fold held out once; mean ± std accuracy, logged to the pipeline's run."""
+"""Stage ``crossval``: the shipped recipe (params ``train``) on the k clip-grouped folds of the
+train + val faces (the test split is never loaded), each fold held out once; mean ± std
+accuracy, logged to the pipeline's run."""
 
 from __future__ import annotations
 
@@ -22,20 +23,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
     parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
     parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
+    parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
+    parser.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
     parser.add_argument("--run", type=Path, default=Path("models/run.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/crossval.json"))
     args = parser.parse_args(argv)
     setup_logging()
 
-    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained)
+    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained, args.fer2013,
+                            args.teacher)  # fmt: skip
     config, folds = data.config, data.folds
     max_folds = int(load_section(args.params, "crossval").get("max_folds", 0))
     fold_ids = sorted(set(folds.tolist()))[: max_folds or None]
     results = []
     for fold in fold_ids:
         held = folds == fold
-        metrics = run_fold(data.images, data.labels, ~held, held, config, data.augment,
-                           data.start_state, seed=config.seed + fold, desc=f"fold {fold}")  # fmt: skip
+        metrics, _ = run_fold(data.images, data.labels, ~held, held, config, data.augment,
+                              data.start_state, seed=config.seed + fold, desc=f"fold {fold}",
+                              soft=data.soft, extra=data.extra)  # fmt: skip
         results.append({"fold": fold, "accuracy": metrics["accuracy"], "n": metrics["n"],
                         "macro_f1": metrics["macro_f1"], "recall": metrics["recall"]})  # fmt: skip
         log.info("fold %d: accuracy %.4f on %d faces", fold, metrics["accuracy"], metrics["n"])

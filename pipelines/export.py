@@ -13,6 +13,7 @@ import numpy as np
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import load_faces
 from ferops.export import build_bundle, check_dynamic_batch, check_parity, export_onnx
+from ferops.faces import YUNET_FILE
 from ferops.inference import Predictor
 from ferops.model import load_checkpoint
 from ferops.training import FaceSet, predict
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rules", type=Path, default=Path("models/rules/rules.json"))
     parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
     parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
+    parser.add_argument("--zoo", type=Path, default=Path("data/raw/zoo"))
     parser.add_argument("--out", type=Path, default=Path("models/bundle"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/export.json"))
     args = parser.parse_args(argv)
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     export_onnx(model, meta["input_size"], onnx_path)
     batch_dim = check_dynamic_batch(onnx_path)
     worst = check_parity(model, onnx_path, meta["input_size"], tolerance)
-    manifest = build_bundle(args.out, onnx_path, meta, args.rules)
+    manifest = build_bundle(args.out, onnx_path, meta, args.rules, args.zoo / YUNET_FILE)
     onnx_path.unlink()
 
     images, labels, _ = load_faces(args.split, args.crops, ["test"])

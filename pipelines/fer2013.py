@@ -11,6 +11,7 @@ import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, write_csv
+from ferops.faces import YUNET_FILE, FaceConfig, FaceDetector
 from ferops.fer2013 import SPLITS, load_split
 
 log = logging.getLogger("fer2013")
@@ -20,15 +21,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--raw", type=Path, default=Path("data/raw/fer2013"))
+    parser.add_argument("--zoo", type=Path, default=Path("data/raw/zoo"))
     parser.add_argument("--out", type=Path, default=Path("data/fer2013"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/fer2013.json"))
     args = parser.parse_args(argv)
     setup_logging()
 
     size = int(load_section(args.params, "fer2013").get("size", 48))
+    faces = FaceConfig.from_dict(load_section(args.params, "prepare").get("faces", {}))
+    detector = FaceDetector(faces, args.zoo / YUNET_FILE) if faces.align else None
     arrays, rows, metrics = {}, [], {}
     for split in SPLITS:
-        images, labels, split_rows = load_split(args.raw, split, size)
+        images, labels, split_rows = load_split(args.raw, split, size, detector)
         arrays[f"x_{split}"], arrays[f"y_{split}"] = images, labels
         rows += split_rows
         counts = Counter(int(y) for y in labels)
@@ -36,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             "images": len(labels),
             "quarantined": sum(1 for r in split_rows if r["status"] == "quarantined"),
             "resized": sum(1 for r in split_rows if r["status"] == "resized"),
+            "unaligned": sum(1 for r in split_rows if r["status"] == "unaligned"),
             "per_class": {c: counts.get(i, 0) for i, c in enumerate(CLASSES)},
         }
         log.info("%s: %d faces", split, len(labels))

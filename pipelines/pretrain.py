@@ -12,6 +12,7 @@ from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, write_csv
 from ferops.model import FerResNet, save_checkpoint
 from ferops.plots import plot_history
+from ferops.recipe import TeacherLabels
 from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
 from ferops.training import MEAN, STD, FaceSet, TrainConfig, fit, seed_everything
 
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", type=Path, default=Path("data/fer2013/fer2013.npz"))
+    parser.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
     parser.add_argument("--out", type=Path, default=Path("models/pretrain.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/pretrain.json"))
     parser.add_argument("--plots", type=Path, default=Path("plots/pretrain"))
@@ -45,10 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     arrays = np.load(args.data)
     keep = subsample(arrays["y_train"], max_train, config.seed)
     keep_val = subsample(arrays["y_publictest"], max_val, config.seed)
-    train = FaceSet(arrays["x_train"][keep], arrays["y_train"][keep], config.resize)
+    soft = TeacherLabels(args.teacher).fer2013("train")[keep] if config.distill_weight > 0 else None
+    train = FaceSet(arrays["x_train"][keep], arrays["y_train"][keep], config.resize, soft)
     val = FaceSet(arrays["x_publictest"][keep_val], arrays["y_publictest"][keep_val], config.resize)
-    log.info("FER2013: %d train, %d public-test faces at %d px", len(train), len(val),
-             config.input_size)  # fmt: skip
+    log.info("FER2013: %d train, %d public-test faces at %d px, distillation weight %.2f",
+             len(train), len(val), config.input_size, config.distill_weight)  # fmt: skip
     start_run(args.run, "pretrain", run_tags("pretrain"))
     with resume_run(args.run):
         log_params_file(Path(args.params), ["fer2013", "pretrain"])

@@ -14,7 +14,7 @@ from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, load_augmented, load_faces, write_csv
 from ferops.model import FerResNet, load_checkpoint, save_checkpoint
 from ferops.plots import plot_history
-from ferops.recipe import train_recipe
+from ferops.recipe import TeacherLabels, fer2013_extra, train_recipe
 from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
 from ferops.training import MEAN, STD, FaceSet, fit, seed_everything
 
@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
     parser.add_argument("--augmented", type=Path, default=Path("data/augmented"))
     parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
+    parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
+    parser.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
     parser.add_argument("--pretrain-run", type=Path, default=Path("models/pretrain_run.json"))
     parser.add_argument("--out", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--run", type=Path, default=Path("models/run.json"))
@@ -42,8 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     init, config = train_recipe(load_section(args.params, "train"))
     faces = load_section(args.params, "prepare").get("faces", {})
 
-    images, labels, _ = load_augmented(args.augmented)
-    train = FaceSet(images, labels, config.resize)
+    images, labels, aug_rows = load_augmented(args.augmented)
+    teacher = TeacherLabels(args.teacher) if config.distill_weight > 0 else None
+    soft = teacher.sfew([r["source_id"] for r in aug_rows]) if teacher is not None else None
+    train = FaceSet(images, labels, config.resize, soft)
+    extra = fer2013_extra(config, args.fer2013, teacher)
     val_images, val_labels, _ = load_faces(args.split, args.crops, ["val"])
     val = FaceSet(val_images, val_labels, config.resize)
     seed_everything(config.seed)
@@ -54,8 +59,8 @@ def main(argv: list[str] | None = None) -> int:
             log.warning("pre-trained at %d px, fine-tuning at %d px", meta["input_size"],
                         config.input_size)  # fmt: skip
         model.load_state_dict(pretrained.state_dict())
-    log.info("train: %d augmented images, %d val, init=%s, %d px", len(train), len(val), init,
-             config.input_size)  # fmt: skip
+    log.info("train: %d augmented images, %d val, init=%s, %d px, FER2013 share %.2f", len(train),
+             len(val), init, config.input_size, config.extra_share)  # fmt: skip
 
     tags = run_tags("train")
     if init == "fer2013" and args.pretrain_run.exists():
@@ -63,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     start_run(args.run, f"train-{init}-{config.input_size}px", tags)
     with resume_run(args.run):
         log_params_file(Path(args.params), MODEL_SECTIONS)
-        model, history = fit(model, train, val, config, on_epoch=log_epoch, desc="train")
+        model, history = fit(model, train, val, config, on_epoch=log_epoch, desc="train", extra=extra)
 
     best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
     meta = {"classes": list(CLASSES), "input_size": config.input_size, "resize": config.resize,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ferops.faces import YUNET_FILE
 from ferops.inference import BUNDLE_FILES, make_session, sha256
 from ferops.model import FerResNet, LogitsAndFeatures
 
@@ -67,14 +68,16 @@ def check_parity(model: FerResNet, path: Path, input_size: int, tolerance: float
     return worst
 
 
-def build_bundle(folder: Path, onnx_path: Path, meta: dict[str, Any], rules: Path) -> dict[str, Any]:
-    """Write the serving bundle: model, labels, preprocessing spec, rule trees and patterns, and a
-    manifest with the sha256 of each file."""
+def build_bundle(folder: Path, onnx_path: Path, meta: dict[str, Any], rules: Path,
+                 yunet: Path) -> dict[str, Any]:  # fmt: skip
+    """Write the serving bundle: model, labels, preprocessing spec, rule trees and patterns, the
+    YuNet face detector the framing contract needs, and a manifest with each file's sha256."""
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     shutil.copy(onnx_path, folder / "model.onnx")
     shutil.copy(rules, folder / "rules.json")
+    shutil.copy(yunet, folder / YUNET_FILE)
     (folder / "labels.json").write_text(json.dumps(meta["classes"]) + "\n")
     spec = {key: meta[key] for key in ("input_size", "resize", "mean", "std", "faces")}
     (folder / "preprocess.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")

@@ -1,4 +1,10 @@
-"""FER2013 import: 48×48 gray faces in class folders → arrays ready for pre-training."""
+"""FER2013 import: 48×48 gray faces in class folders → face chips ready for pre-training.
+
+Every face goes through the framing contract of :mod:`ferops.faces` (YuNet landmarks inside the
+crop → the template), exactly as a ``crop=true`` upload does when served. A face where YuNet
+finds no landmarks is kept as it is, resized to the chip size (status ``unaligned``): FER2013's
+own framing is the template's source, so it differs little.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ferops.data import CLASSES
+from ferops.faces import FaceDetector
 from ferops.images import ImageDecodeError, read_image, to_gray
 
 log = logging.getLogger(__name__)
@@ -19,24 +26,35 @@ SPLITS = ("train", "publictest")
 SIZE = 48
 
 
-def load_split(
-    root: Path, split: str, size: int = SIZE
-) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
-    """Decode ``root/<split>/<Class>/*`` into (images N×size×size uint8, labels, manifest rows).
-
-    Unreadable files are reported in the rows (status ``quarantined``) and left out of the arrays;
-    images of another size are resized (and counted) rather than dropped.
-    """
+def _labelled_paths(root: Path, split: str) -> list[tuple[str, Path]]:
     folder = Path(root) / split
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist; FER2013 splits are {list(SPLITS)}")
-    paths = [
+    return [
         (label, path)
         for label in CLASSES
         if (folder / label).is_dir()
         for path in sorted((folder / label).iterdir())
         if path.is_file()
     ]
+
+
+def load_paths(root: Path, split: str) -> tuple[list[Path], list[int]]:
+    """The image files of ``root/<split>/<Class>/`` and their class indices, in class order."""
+    pairs = _labelled_paths(root, split)
+    return [path for _, path in pairs], [CLASSES.index(label) for label, _ in pairs]
+
+
+def load_split(
+    root: Path, split: str, size: int = SIZE, detector: FaceDetector | None = None
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """Decode ``root/<split>/<Class>/*`` into (images N×S×S uint8, labels, manifest rows).
+
+    Unreadable files are reported in the rows (status ``quarantined``) and left out of the arrays;
+    images of another size are resized (and counted) rather than dropped. With ``detector`` each
+    face becomes its chip (S = the detector's chip size; ``unaligned`` when no landmarks).
+    """
+    paths = _labelled_paths(root, split)
     images, labels, rows = [], [], []
     for label, path in tqdm(paths, desc=f"fer2013 {split}", unit="img", mininterval=2):
         row = {"split": split, "path": path.relative_to(root).as_posix(), "label": label}
@@ -50,6 +68,12 @@ def load_split(
         if gray.shape != (size, size):
             gray = cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA)
             status = "resized"
+        if detector is not None:
+            chip = detector.chip_from_crop(gray)
+            side = detector.config.size
+            if chip is None:
+                chip, status = cv2.resize(gray, (side, side), interpolation=cv2.INTER_LINEAR), "unaligned"
+            gray = chip
         images.append(gray)
         labels.append(CLASSES.index(label))
         rows.append({**row, "status": status, "reason": "", "index": len(images) - 1})

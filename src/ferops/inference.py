@@ -19,12 +19,12 @@ import cv2
 import numpy as np
 
 from ferops.explanation import Explainer, softmax
-from ferops.faces import Face, FaceConfig, FaceDetector
+from ferops.faces import YUNET_FILE, Face, FaceConfig, FaceDetector
 from ferops.images import to_gray
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILES = ("model.onnx", "labels.json", "preprocess.json", "rules.json")
+BUNDLE_FILES = ("model.onnx", "labels.json", "preprocess.json", "rules.json", YUNET_FILE)
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
@@ -171,7 +171,7 @@ class Predictor:
         if cascade_steps:  # serving may stop the cascade early: its last steps cost seconds a frame
             cascade = self.face_config.cascade[:cascade_steps]
             self.face_config = replace(self.face_config, cascade=cascade)
-        self.detector = FaceDetector(self.face_config)
+        self.detector = FaceDetector(self.face_config, bundle / YUNET_FILE)
         self.explainer = Explainer.load(bundle / "rules.json")
         self.max_side = max_side
         self.session = make_session(bundle / "model.onnx", providers) if load_model else None
@@ -201,10 +201,12 @@ class Predictor:
         return faces, work, scale
 
     def locate(self, rgb: np.ndarray, is_crop: bool = False) -> tuple[list[dict | None], list[np.ndarray]]:
-        """Face records (``None`` for a given crop) and gray face crops of an RGB image; with
-        ``is_crop`` the whole image is taken as one face crop."""
+        """Face records and gray face chips of an RGB image. With ``is_crop`` the image is one
+        face crop of any tightness: its landmarks are found inside it and it is aligned like
+        every other face (record ``None``); a crop with no face in it gives no chip."""
         if is_crop:
-            return [None], [to_gray(rgb)]
+            chip = self.detector.chip_from_crop(to_gray(rgb))
+            return ([], []) if chip is None else ([None], [chip])
         faces, work, scale = self.detect(rgb)
         crops = [self.detector.crop(work, face) for face in faces]
         return [face_record(face, scale) for face in faces], crops

@@ -59,10 +59,10 @@ class PrepareConfig:
 _worker_detector: FaceDetector | None = None
 
 
-def _init_worker(config: FaceConfig) -> None:
+def _init_worker(config: FaceConfig, yunet: Path | None) -> None:
     global _worker_detector
     cv2.setNumThreads(1)
-    _worker_detector = FaceDetector(config)
+    _worker_detector = FaceDetector(config, yunet)
 
 
 def process_frame(
@@ -113,9 +113,10 @@ def _process_in_worker(args: tuple[Frame, Path, Path, str]) -> dict[str, Any]:
 
 
 def prepare_frames(
-    frames: list[Frame], root: Path, out_dir: Path, config: PrepareConfig
+    frames: list[Frame], root: Path, out_dir: Path, config: PrepareConfig, yunet: Path | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Turn frames into crops under ``out_dir/<Class>/``; return (manifest rows, quarantine rows).
+    ``yunet`` is the YuNet model file (:data:`~ferops.faces.YUNET_FILE`).
 
     Unreadable files and byte-identical frames filed under two classes are reported, not fatal.
     """
@@ -127,7 +128,7 @@ def prepare_frames(
         if frame.image_id in conflicts:
             log.warning("%s is byte-identical to %s: excluded", frame.image_id, conflicts[frame.image_id])
             rows.append(_conflict_row(frame, root, conflicts[frame.image_id]))
-    for row in tqdm(_run(jobs, config), total=len(jobs), desc="prepare", unit="frame"):
+    for row in tqdm(_run(jobs, config, yunet), total=len(jobs), desc="prepare", unit="frame"):
         rows.append(row)
         if row["status"] == "quarantined":
             tqdm.write(f"quarantined {row['path']}: {row['reason']} ({row.get('detail', '')})")
@@ -141,15 +142,17 @@ def prepare_frames(
     return rows, quarantine
 
 
-def _run(jobs: list[tuple[Frame, Path, Path, str]], config: PrepareConfig) -> Iterator[dict]:
+def _run(
+    jobs: list[tuple[Frame, Path, Path, str]], config: PrepareConfig, yunet: Path | None
+) -> Iterator[dict]:
     if config.workers == 1 or len(jobs) < 2:
-        _init_worker(config.faces)
+        _init_worker(config.faces, yunet)
         yield from map(_process_in_worker, jobs)
         return
     # spawn, not fork: a forked child inherits OpenCV/OpenMP thread pools mid-state and hangs.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        config.workers, mp_context=context, initializer=_init_worker, initargs=(config.faces,)
+        config.workers, mp_context=context, initializer=_init_worker, initargs=(config.faces, yunet)
     ) as pool:
         yield from pool.map(_process_in_worker, jobs, chunksize=1)
 
@@ -213,11 +216,11 @@ def prepare_metrics(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any
 
 
 def timed_prepare(
-    frames: list[Frame], root: Path, out_dir: Path, config: PrepareConfig
+    frames: list[Frame], root: Path, out_dir: Path, config: PrepareConfig, yunet: Path | None = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """:func:`prepare_frames` plus its metrics, wall time included."""
     start = time.perf_counter()
-    rows, quarantine = prepare_frames(frames, root, out_dir, config)
+    rows, quarantine = prepare_frames(frames, root, out_dir, config, yunet)
     return rows, quarantine, prepare_metrics(rows, time.perf_counter() - start)
 
 

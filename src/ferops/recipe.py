@@ -1,10 +1,15 @@
-"""The ``train`` section of params.yaml as a recipe (shared by the train and crossval stages)."""
+"""The ``train`` section of params.yaml as a recipe, and the data it draws on besides SFEW (the
+teacher's logits, FER2013 mixed into fine-tuning) — shared by the train and crossval stages."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
-from ferops.training import INITS, TrainConfig
+import numpy as np
+
+from ferops.training import INITS, FaceSet, TrainConfig
 
 
 def train_recipe(section: dict[str, Any]) -> tuple[str, TrainConfig]:
@@ -14,3 +19,35 @@ def train_recipe(section: dict[str, Any]) -> tuple[str, TrainConfig]:
     if init not in INITS:
         raise ValueError(f"train.init {init!r} is not one of {INITS}")
     return init, TrainConfig.from_dict(section)
+
+
+class TeacherLabels:
+    """The ``teach`` stage's logits (``data/teacher/teacher.npz``): FER2013 by position, SFEW by
+    image id."""
+
+    def __init__(self, path: Path) -> None:
+        with np.load(path) as blob:
+            self.arrays = {key: blob[key] for key in blob.files}
+        self.sfew_index = {str(i): n for n, i in enumerate(self.arrays["sfew_ids"])}
+
+    def fer2013(self, split: str) -> np.ndarray:
+        """N×7 logits of the FER2013 ``split`` (train | publictest), in the array's order."""
+        return self.arrays[f"fer2013_{split}"]
+
+    def sfew(self, image_ids: Sequence[str]) -> np.ndarray:
+        """N×7 logits of SFEW faces by ``image_id``; a missing id is an error, not a guess."""
+        missing = [i for i in image_ids if i not in self.sfew_index]
+        if missing:
+            raise KeyError(f"{len(missing)} faces have no teacher logits, e.g. {missing[:3]}")
+        return self.arrays["sfew"][[self.sfew_index[i] for i in image_ids]]
+
+
+def fer2013_extra(config: TrainConfig, fer2013: Path, teacher: TeacherLabels | None) -> FaceSet | None:
+    """FER2013 train as the set mixed into fine-tuning batches (``extra_share``), with the
+    teacher's logits when distilling; ``None`` when the recipe mixes nothing in."""
+    if config.extra_share == 0:
+        return None
+    with np.load(fer2013) as blob:
+        images, labels = blob["x_train"], blob["y_train"]
+    soft = teacher.fer2013("train") if config.distill_weight > 0 and teacher is not None else None
+    return FaceSet(images, labels, config.resize, soft)

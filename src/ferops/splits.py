@@ -47,10 +47,14 @@ def _one_fold(labels: np.ndarray, groups: np.ndarray, fraction: float, seed: int
 
 
 def assign_splits(rows: list[dict[str, Any]], config: SplitConfig) -> list[dict[str, Any]]:
-    """Give each row a ``split`` (train/val/test) and a cross-validation ``fold`` (0..k-1).
+    """Give each row a ``split`` (train/val/test) and a cross-validation ``fold``.
 
     Rows are grouped by ``clip`` (or ``movie``): every frame of a group lands in the same split
     and the same fold, stratified by class as far as the groups allow. Seeded, so reproducible.
+
+    The selection protocol: folds ``0..k-1`` partition the train + val rows only; test rows get
+    fold ``-1`` and are never in a fold, so choosing a recipe by cross-validation cannot look at
+    the test faces (scored once, for the release).
     """
     if not rows:
         raise ValueError("no usable rows to split")
@@ -67,8 +71,8 @@ def assign_splits(rows: list[dict[str, Any]], config: SplitConfig) -> list[dict[
 
     folds = np.full(len(rows), -1)
     splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
-    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(rows)), labels, groups)):
-        folds[held] = fold
+    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(rest)), labels[rest], groups[rest])):
+        folds[rest[held]] = fold
     out = []
     for row, name, fold in zip(rows, split, folds, strict=True):
         out.append({**row, "split": name, "fold": int(fold)})
@@ -89,6 +93,9 @@ def check_no_leak(rows: list[dict[str, Any]], group_by: str = "clip") -> None:
     leaked = sorted(g for g, f in fold_of.items() if len(f) > 1)
     if leaked:
         raise AssertionError(f"{len(leaked)} {group_by}s in more than one fold: {leaked[:5]}")
+    in_folds = [r["image_id"] for r in rows if r["split"] == "test" and int(r["fold"]) >= 0]
+    if in_folds:
+        raise AssertionError(f"{len(in_folds)} test faces in a selection fold: {in_folds[:5]}")
 
 
 def split_metrics(rows: list[dict[str, Any]], group_by: str = "clip") -> dict[str, Any]:
@@ -102,5 +109,5 @@ def split_metrics(rows: list[dict[str, Any]], group_by: str = "clip") -> dict[st
             f"{group_by}s": len({r[group_by] for r in of_split}),
             "per_class": {label: counts.get(label, 0) for label in CLASSES},
         }
-    folds = Counter(int(r["fold"]) for r in rows)
+    folds = Counter(int(r["fold"]) for r in rows if int(r["fold"]) >= 0)
     return {"splits": sizes, "fold_sizes": {str(k): folds[k] for k in sorted(folds)}}

@@ -59,6 +59,13 @@ class TrainConfig:
     mixup_alpha: float = 0.0
     #: Dropout probability on the 512 pooled features before the classifier (training only).
     dropout: float = 0.0
+    #: Distillation: weight of the teacher's soft labels in the loss (0 = ground truth only) and
+    #: the temperature both distributions are softened with (:func:`distillation_loss`).
+    distill_weight: float = 0.0
+    distill_temperature: float = 2.0
+    #: Share of every batch drawn from a second data set (FER2013 train while fine-tuning on
+    #: SFEW), so fine-tuning does not erase what pre-training learnt; 0 = off.
+    extra_share: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_blocks <= len(BLOCKS):
@@ -71,6 +78,12 @@ class TrainConfig:
             raise ValueError(f"resize ({self.resize}) must be >= input_size ({self.input_size})")
         if self.epochs < 1 or self.batch_size < 1 or self.micro_batch < 0:
             raise ValueError("epochs and batch_size must be >= 1, micro_batch >= 0")
+        if not 0 <= self.distill_weight <= 1 or self.distill_temperature <= 0:
+            raise ValueError("distill_weight must lie in [0, 1] and distill_temperature be > 0")
+        if not 0 <= self.extra_share < 1:
+            raise ValueError(f"extra_share must lie in [0, 1), got {self.extra_share}")
+        if self.mixup_alpha > 0 and self.distill_weight > 0:
+            raise ValueError("mixup and distillation cannot be combined")
 
     @classmethod
     def from_dict(cls, cfg: dict[str, Any]) -> TrainConfig:
@@ -112,15 +125,20 @@ def centre_square(image: np.ndarray, side: int) -> np.ndarray:
 
 
 class FaceSet:
-    """Gray uint8 faces (any sizes) with labels, pre-resized once to the training scale."""
+    """Gray uint8 faces (any sizes) with labels, pre-resized once to the training scale, and
+    optionally the teacher's logits for each face (``soft``, N×7) to distil from."""
 
-    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], resize: int) -> None:
+    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], resize: int,
+                 soft: np.ndarray | None = None) -> None:  # fmt: skip
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if not len(images):
             raise ValueError("a data set needs at least one image")
+        if soft is not None and np.shape(soft) != (len(labels), 7):
+            raise ValueError(f"soft labels must be {len(labels)}×7, got {np.shape(soft)}")
         self.images = [resize_short_side(np.asarray(i, dtype=np.uint8), resize) for i in images]
         self.labels = np.asarray(labels, dtype=np.int64)
+        self.soft = None if soft is None else np.asarray(soft, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -142,6 +160,15 @@ class FaceSet:
         return to_tensor(np.stack(crops)), torch.from_numpy(self.labels[indices])
 
 
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. (2015): ``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, mean over the
+    batch (the T² keeps its gradients on the scale of the cross-entropy's)."""
+    target = torch.softmax(teacher / temperature, dim=1)
+    log_student = torch.log_softmax(student / temperature, dim=1)
+    kl = (target * (torch.log(target.clamp_min(1e-12)) - log_student)).sum(1)
+    return kl.mean() * temperature**2
+
+
 def to_tensor(gray: np.ndarray) -> torch.Tensor:
     """N×H×W uint8 → N×1×H×W float, normalised with :data:`MEAN`/:data:`STD`."""
     x = torch.from_numpy(np.ascontiguousarray(gray)).float().unsqueeze(1)
@@ -161,15 +188,20 @@ def _lr_factor(config: TrainConfig, epoch: int) -> float:
 
 @torch.no_grad()
 def predict(
-    model: FerResNet, data: FaceSet, side: int, batch_size: int = 64, device: str = "auto"
+    model: FerResNet, data: FaceSet, side: int, batch_size: int = 64, device: str = "auto",
+    flip_tta: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(logits N×7, features N×512) on centre crops, in order."""
+    """(logits N×7, features N×512) on centre crops, in order; with ``flip_tta`` the mean of the
+    crop's and its mirror image's."""
     dev = resolve_device(device)
     model = model.to(dev).eval()
     logits, feats = [], []
     for start in range(0, len(data), batch_size):
         x, _ = data.batch(np.arange(start, min(start + batch_size, len(data))), side, None)
         out, feat = model.forward_features(x.to(dev))
+        if flip_tta:
+            out_f, feat_f = model.forward_features(torch.flip(x, dims=[3]).to(dev))
+            out, feat = (out + out_f) / 2, (feat + feat_f) / 2
         logits.append(out.cpu().numpy())
         feats.append(feat.cpu().numpy())
     return np.concatenate(logits), np.concatenate(feats)
@@ -212,6 +244,24 @@ def _set_frozen(model: FerResNet, blocks: int, frozen: bool) -> None:
             p.requires_grad_(not frozen)
 
 
+def _mixed_batch(
+    train: FaceSet, indices: np.ndarray, extra: FaceSet | None, extra_indices: np.ndarray | None,
+    config: TrainConfig, rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One training batch (random crops): ``train[indices]`` then ``extra[extra_indices]``, and
+    the teacher logits of both when distilling (else ``None``). One batch, so BatchNorm
+    normalises both sources together, as they will be served."""
+    sources = [(train, indices)] + ([(extra, extra_indices)] if extra_indices is not None else [])
+    xs, ys, softs = [], [], []
+    for source, picks in sources:
+        x, y = source.batch(picks, config.input_size, rng, config.online_flip)
+        xs.append(x)
+        ys.append(y)
+        if config.distill_weight > 0:
+            softs.append(torch.from_numpy(source.soft[picks]))
+    return torch.cat(xs), torch.cat(ys), torch.cat(softs) if softs else None
+
+
 def fit(
     model: FerResNet,
     train: FaceSet,
@@ -219,12 +269,22 @@ def fit(
     config: TrainConfig,
     on_epoch: EpochCallback | None = None,
     desc: str = "train",
+    extra: FaceSet | None = None,
 ) -> tuple[FerResNet, list[dict[str, float]]]:
     """SGD with momentum and weight decay; returns the best model by validation accuracy (the
-    last one without validation) and the per-epoch history."""
+    last one without validation) and the per-epoch history.
+
+    An epoch is one pass over ``train``; with ``extra`` and ``config.extra_share`` each batch also
+    holds faces drawn at random from ``extra`` (that share of the batch). With
+    ``config.distill_weight`` the loss mixes the teacher's soft labels of sets that have them
+    (:func:`distillation_loss`) with the cross-entropy on the ground truth."""
+    if config.extra_share > 0 and extra is None:
+        raise ValueError("extra_share is set but no extra data set was given")
+    if config.distill_weight > 0 and (train.soft is None or (extra is not None and extra.soft is None)):
+        raise ValueError("distill_weight is set but a training set has no teacher soft labels")
     seed_everything(config.seed)
     device = resolve_device(config.device)
-    model = model.to(device)
+    model = model.to(device, memory_format=torch.channels_last)  # ~25 % faster convs on CPU
     model.dropout.p = config.dropout
     groups = param_groups(model, config)
     _set_frozen(model, config.freeze_blocks, True)
@@ -232,6 +292,7 @@ def fit(
                                 weight_decay=config.weight_decay)  # fmt: skip
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     rng = np.random.default_rng(config.seed)
+    n_extra = round(config.batch_size * config.extra_share / (1 - config.extra_share)) if extra else 0
     chunk = config.micro_batch or config.batch_size
     history: list[dict[str, float]] = []
     best_state, best_key = None, (-1.0, 0.0)
@@ -250,22 +311,26 @@ def fit(
         for begin in bar:
             batch = order[begin : begin + config.batch_size]
             optimiser.zero_grad(set_to_none=True)
-            for c0 in range(0, len(batch), chunk):
-                part = batch[c0 : c0 + chunk]
-                x, y = train.batch(part, config.input_size, rng, config.online_flip)
-                x, y = x.to(device), y.to(device)
+            x, y, soft = _mixed_batch(train, batch, extra, rng.integers(0, len(extra), n_extra)
+                                      if n_extra else None, config, rng)  # fmt: skip
+            for c0 in range(0, len(y), chunk):
+                part = slice(c0, c0 + chunk)
+                xs, ys = x[part].to(device, memory_format=torch.channels_last), y[part].to(device)
                 if config.mixup_alpha > 0:
                     lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
-                    perm = torch.from_numpy(rng.permutation(len(part))).to(device)
-                    out = model(lam * x + (1 - lam) * x[perm])
-                    loss = lam * criterion(out, y) + (1 - lam) * criterion(out, y[perm])
+                    perm = torch.from_numpy(rng.permutation(len(ys))).to(device)
+                    out = model(lam * xs + (1 - lam) * xs[perm])
+                    loss = lam * criterion(out, ys) + (1 - lam) * criterion(out, ys[perm])
                 else:
-                    out = model(x)
-                    loss = criterion(out, y)
-                (loss * len(part) / len(batch)).backward()
-                loss_sum += float(loss) * len(part)
-                correct += int((out.argmax(1) == y).sum())
-                seen += len(part)
+                    out = model(xs)
+                    loss = criterion(out, ys)
+                    if soft is not None:
+                        kd = distillation_loss(out, soft[part].to(device), config.distill_temperature)
+                        loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+                (loss * len(ys) / len(y)).backward()
+                loss_sum += float(loss) * len(ys)
+                correct += int((out.argmax(1) == ys).sum())
+                seen += len(ys)
             optimiser.step()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
@@ -288,6 +353,7 @@ def fit(
             on_epoch(epoch + 1, row)
     _set_frozen(model, config.freeze_blocks, False)
     model.dropout.p = 0.0
+    model = model.to(memory_format=torch.contiguous_format)
     if best_state is not None:
         model.load_state_dict(best_state)
     return model.eval(), history
