@@ -45,6 +45,7 @@ from ferops.serving import (
     RequestError,
     RequestGuard,
     decode_upload,
+    public_metadata,
 )
 
 log = logging.getLogger("ferops.service")
@@ -178,7 +179,7 @@ class FerService:
         """The model served, its provenance, ONNX Runtime providers, batching and upload limits."""
         return {
             "model": self.tag,
-            "metadata": dict(self.model.info.metadata),
+            "metadata": public_metadata(self.model.info.metadata),  # no URI credentials
             "labels": self.predictor.labels,
             "providers": await self.classifier.to_async.providers(),
             "batching": self.batching,

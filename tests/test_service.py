@@ -293,3 +293,16 @@ def test_bento_builds_and_its_tag_serves(model_tag: str, bento_home: Path, clear
     finally:
         stop_process_group(proc)
         handle.close()
+
+
+def test_uris_shown_to_clients_carry_no_credentials() -> None:
+    from ferops.serving import public_metadata, redact_uri
+
+    assert redact_uri("https://alice:s3cret@mlflow.example.com:8443/x?token=abc#frag") == (
+        "https://mlflow.example.com:8443/x")
+    assert redact_uri("postgresql://ml:pw@db:5432/mlflow") == "postgresql://db:5432/mlflow"
+    for kept in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "file:///srv/mlruns", "not a uri"):
+        assert redact_uri(kept) == kept
+    assert redact_uri("http://u:p@[::1") == "<redacted>"  # unparseable: nothing of it is shown
+    shown = public_metadata({"tracking_uri": "https://u:p@h/?t=1", "mlflow_version": 3, "a": "b"})
+    assert shown == {"tracking_uri": "https://h/", "mlflow_version": 3, "a": "b"}

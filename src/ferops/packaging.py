@@ -2,8 +2,8 @@
 
 The service serves whatever BentoML model ``ferops-resnet18`` is latest in the store; this module
 puts the registry's ``champion`` (or any alias / version) there, verified, with its provenance
-(registered name, version, alias, bundle sha256, test accuracy, git commit) as metadata. The
-same bundle imported twice is one BentoML model.
+(registered name, version, alias, bundle sha256, test accuracy, git commit, the tracking URI
+without credentials) as metadata. The same bundle imported twice is one BentoML model.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ferops.inference import BUNDLE_FILES, sha256, verify_bundle
+from ferops.serving import redact_uri
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def import_from_registry(alias: str | None = "champion", version: int | None = N
             "mlflow_version": int(found.version),
             "mlflow_alias": alias,
             "mlflow_run_id": found.run_id,
-            "tracking_uri": mlflow.get_tracking_uri(),
+            "tracking_uri": redact_uri(mlflow.get_tracking_uri()),
             "test_accuracy": found.tags.get("test_accuracy"),
             "git_commit": found.tags.get("git_commit"),
         }

@@ -26,6 +26,7 @@ import json
 import os
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +38,25 @@ STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "bad_size": 422,
 
 #: Smallest side (pixels) on which face detection is attempted.
 MIN_DETECT_SIDE = 16
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without credentials: user and password, query string and fragment are dropped
+    (``https://me:pw@host/x?token=t`` → ``https://host/x``); a string that is not a URI with a
+    scheme comes back unchanged, one that cannot be parsed as ``<redacted>``."""
+    try:
+        parts = urlsplit(uri)
+        if not parts.scheme or ("@" not in parts.netloc and not parts.query and not parts.fragment):
+            return uri  # rebuilt, "sqlite:///x" would lose a slash
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "<redacted>"
+
+
+def public_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Model metadata safe to show a client: every value that looks like a URI is redacted."""
+    return {key: redact_uri(value) if isinstance(value, str) and "://" in value else value
+            for key, value in metadata.items()}  # fmt: skip
 
 
 @dataclass(frozen=True)
