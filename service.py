@@ -7,8 +7,9 @@ Two services, one bento:
 * ``FerClassifier`` (internal): the ONNX network on ONNX Runtime (CUDA provider when a GPU is
   really there), with adaptive batching: crops of concurrent requests share one forward pass.
 
-The model is the latest ``ferops-resnet18`` in the BentoML model store, put there from the MLflow
-registry's ``champion`` by ``ferops-models import-bento``. Serving imports the inference core only
+The model is ``ferops-resnet18:latest`` in the BentoML model store: the version that
+``ferops-models import-bento`` last imported from the MLflow registry (the ``champion`` by
+default; after ``ferops-models rollback N``, version N). Serving imports the inference core only
 (``ferops.inference``, ``ferops.images``, ``ferops.serving``), never training code.
 
 Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento).
@@ -38,6 +39,7 @@ import numpy as np
 
 from ferops.inference import Predictor
 from ferops.serving import (
+    BENTO_MODEL,
     MIN_DETECT_SIDE,
     DetectResponse,
     Limits,
@@ -45,11 +47,13 @@ from ferops.serving import (
     RequestError,
     RequestGuard,
     decode_upload,
+    public_metadata,
 )
 
 log = logging.getLogger("ferops.service")
 
-MODEL = bentoml.models.BentoModel("ferops-resnet18:latest")
+#: ``import-bento`` points ``latest`` at the version it imported (a rollback too).
+MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
 #: Adaptive batching of the classifier: at most this many faces per forward pass, and requests
 #: are shed (503) only when the estimated wait exceeds the latency budget.
 MAX_BATCH_SIZE = 32
@@ -177,7 +181,7 @@ class FerService:
         """The model served, its provenance, ONNX Runtime providers, batching and upload limits."""
         return {
             "model": self.tag,
-            "metadata": dict(self.model.info.metadata),
+            "metadata": public_metadata(self.model.info.metadata),  # no URI credentials
             "labels": self.predictor.labels,
             "providers": await self.classifier.to_async.providers(),
             "batching": self.batching,

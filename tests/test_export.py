@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +61,34 @@ def test_parity_check_fails_on_an_altered_model(exported, tmp_path: Path) -> Non
     onnx.save(graph, str(altered))
     with pytest.raises(ExportError, match="differ"):
         check_parity(model, altered, SIZE, tolerance=1e-4)
+
+
+def test_same_weights_export_to_the_same_bytes_from_any_checkout(exported, tmp_path: Path) -> None:
+    """The exporter's stack traces held absolute source paths: the same weights exported from
+    another checkout gave another sha256 (and a duplicate registered version)."""
+    import hashlib
+    import shutil
+    import subprocess
+    import sys
+
+    import ferops
+    from ferops.model import save_checkpoint
+
+    model, first = exported
+    save_checkpoint(tmp_path / "model.pt", model, META)
+    checkout = tmp_path / "elsewhere"
+    shutil.copytree(Path(ferops.__file__).parent, checkout / "ferops")
+    second = tmp_path / "again.onnx"
+    script = ("import sys; from pathlib import Path; from ferops.export import export_onnx; "
+              "from ferops.model import load_checkpoint; m, meta = load_checkpoint(Path(sys.argv[1])); "
+              "export_onnx(m, meta['input_size'], Path(sys.argv[2]))")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.pt"), str(second)],
+                   env=env, cwd=tmp_path, check=True, timeout=300)  # fmt: skip
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second)]
+    assert digest[0] == digest[1]
+    assert str(checkout).encode() not in second.read_bytes()
+    assert check_parity(model, second, SIZE, tolerance=1e-4) < 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -96,3 +96,47 @@ def test_models_cli_lists_and_rolls_back(registry: str, tmp_path: Path, capsys) 
     assert version.tags["promotion"] == "champion: by hand, qa: v2 misbehaves"
     assert cli.main(["--name", name, "rules", "2"]) == 0
     assert "Angry:" in capsys.readouterr().out
+
+
+def test_gate_fails_closed_when_the_champion_cannot_be_read(registry: str, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from ferops.processes import free_port
+    from ferops.registry import champion_version, register_bundle
+
+    name, tags = registry, {"split_definition": "s"}
+    client = MlflowClient()
+    # "Does not exist" is the only "no champion": no registered model, or one without the alias.
+    assert champion_version(client, name) is None
+    client.create_registered_model(name)
+    assert champion_version(client, name) is None
+    first, w1 = make_bundle(tmp_path / "a", seed=7)
+    assert register_bundle(first, w1, _run_id(), tags, 0.30, name=name)["alias"] == "champion"
+
+    # A champion whose test accuracy cannot be read is not beaten by any number.
+    client.set_model_version_tag(name, "1", "test_accuracy", "n/a")
+    better, w2 = make_bundle(tmp_path / "b", seed=8)
+    d2 = register_bundle(better, w2, _run_id(), tags, 0.99, name=name)
+    assert (d2["alias"], d2["champion"]) == ("challenger", 1), d2["reason"]
+    assert "not a number" in client.get_model_version(name, "2").tags["promotion"]
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+
+    # A registry that does not answer is an error, never "no champion": nothing is registered.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    dead = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(MlflowException):
+        champion_version(MlflowClient(tracking_uri=dead, registry_uri=dead), name)
+    third, w3 = make_bundle(tmp_path / "c", seed=9)
+    live = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(dead)
+    try:
+        with pytest.raises(MlflowException):
+            register_bundle(third, w3, "no-run", tags, 0.99, name=name)
+    finally:
+        mlflow.set_tracking_uri(live)
+    assert len(client.search_model_versions(f"name='{name}'")) == 2
+    assert client.get_model_version_by_alias(name, "champion").version == "1"

@@ -293,3 +293,68 @@ def test_bento_builds_and_its_tag_serves(model_tag: str, bento_home: Path, clear
     finally:
         stop_process_group(proc)
         handle.close()
+
+
+def test_rollback_reaches_the_served_model_and_info_has_no_credentials(
+        mlflow_server: str, tmp_path: Path, fer_root: Path) -> None:  # fmt: skip
+    """Two versions imported, `ferops-models rollback 1`, `import-bento` again: `bentoml serve`
+    answers with version 1 (its tag in /info, its outputs), and /info never shows the password
+    of the tracking URI the import went through."""
+    import mlflow
+
+    from ferops.registry import register_bundle
+
+    name, home = "ferops-rollback-test", tmp_path / "bentoml"
+    with_password = mlflow_server.replace("http://", "http://ferops:s3cret@")
+    env = _env(home, MLFLOW_TRACKING_URI=with_password)
+
+    def models(*args: str) -> str:
+        out = subprocess.run([sys.executable, "-m", "ferops.cli", "--name", name, *args], env=env,
+                             capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+        return out.stdout.strip().splitlines()[-1]
+
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("rollback-tests")
+    bundles, tags = [], []
+    for seed, accuracy in ((21, 0.4), (22, 0.5)):
+        bundle, weights = make_bundle(tmp_path / str(seed), seed)
+        with mlflow.start_run() as run:
+            run_id = run.info.run_id
+        decision = register_bundle(bundle, weights, run_id, {"split_definition": "r"}, accuracy, name=name)
+        assert decision["alias"] == "champion"
+        bundles.append(bundle)
+        tags.append(models("import-bento"))
+    assert tags[0] != tags[1]
+    models("rollback", "1", "--why", "v2 misbehaves", "--who", "test")
+    assert models("import-bento") == tags[0]  # already in the store: no copy, but now latest
+
+    proc, handle, url = _serve("service:FerService", home, tmp_path / "serve.log")
+    try:
+        info = requests.post(f"{url}/info", json={}, timeout=30)
+        assert info.json()["model"] == tags[0] and info.json()["metadata"]["mlflow_version"] == 1
+        assert info.json()["metadata"]["tracking_uri"] == mlflow_server and "s3cret" not in info.text
+        for path in sorted((fer_root / "publictest" / "Sad").iterdir())[:2]:
+            data = path.read_bytes()
+            got = _post(url, "predict", data, path.name, crop="true").json()["faces"][0]["probabilities"]
+            first, second = (Predictor(b, providers="cpu").analyse(decode_image(data), is_crop=True)[0]
+                             for b in bundles)  # fmt: skip
+            np.testing.assert_allclose(list(got.values()), list(first["probabilities"].values()), atol=1e-4)
+            assert not np.allclose(list(got.values()), list(second["probabilities"].values()), atol=1e-4)
+    finally:
+        stop_process_group(proc)
+        handle.close()
+    models_yaml = "\n".join(p.read_text() for p in (home / "models").rglob("model.yaml"))
+    assert "s3cret" not in models_yaml, "the BentoML store (and so the bento) holds no credentials"
+
+
+def test_uris_shown_to_clients_carry_no_credentials() -> None:
+    from ferops.serving import public_metadata, redact_uri
+
+    assert redact_uri("https://alice:s3cret@mlflow.example.com:8443/x?token=abc#frag") == (
+        "https://mlflow.example.com:8443/x")
+    assert redact_uri("postgresql://ml:pw@db:5432/mlflow") == "postgresql://db:5432/mlflow"
+    for kept in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "file:///srv/mlruns", "not a uri"):
+        assert redact_uri(kept) == kept
+    assert redact_uri("http://u:p@[::1") == "<redacted>"  # unparseable: nothing of it is shown
+    shown = public_metadata({"tracking_uri": "https://u:p@h/?t=1", "mlflow_version": 3, "a": "b"})
+    assert shown == {"tracking_uri": "https://h/", "mlflow_version": 3, "a": "b"}

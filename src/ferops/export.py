@@ -31,6 +31,34 @@ def export_onnx(model: FerResNet, input_size: int, path: Path) -> None:
                       input_names=["input"], output_names=["logits", "features"],
                       dynamic_shapes=({0: torch.export.Dim("batch")},),
                       external_data=False, dynamo=True, verbose=False)  # fmt: skip
+    strip_debug_metadata(path)
+
+
+def strip_debug_metadata(path: Path) -> None:
+    """Drop the exporter's debug metadata from an ONNX file, in place, so that the same weights
+    always give the same bytes.
+
+    torch 2.14's dynamo exporter tags every node with ``metadata_props`` (``namespace``,
+    ``pkg.torch.onnx.stack_trace`` …) whose stack traces hold absolute source paths and line
+    numbers: the same weights exported from two checkouts (or after an edit to ``model.py``)
+    gave two ``model.onnx`` sha256s, and so two registered versions. The graph and weights are
+    untouched; the graph-level metadata (export signature) is dropped with the node metadata.
+    """
+    import onnx
+
+    model = onnx.load(str(path))
+    graphs = [model.graph, *model.functions]
+    while graphs:
+        graph = graphs.pop()
+        del graph.metadata_props[:]
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attribute in node.attribute:
+                if attribute.HasField("g"):
+                    graphs.append(attribute.g)
+                graphs.extend(attribute.graphs)
+    onnx.save(model, str(path))
 
 
 def check_dynamic_batch(path: Path) -> str:

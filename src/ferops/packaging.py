@@ -1,9 +1,11 @@
 """From the MLflow registry to the BentoML model store: the step before ``bentoml build``.
 
-The service serves whatever BentoML model ``ferops-resnet18`` is latest in the store; this module
-puts the registry's ``champion`` (or any alias / version) there, verified, with its provenance
-(registered name, version, alias, bundle sha256, test accuracy, git commit) as metadata. The
-same bundle imported twice is one BentoML model.
+The service serves the BentoML model ``ferops-resnet18:latest``; this module puts the registry's
+``champion`` (or any alias / version) in the store, verified, with its provenance (registered
+name, version, alias, bundle sha256, test accuracy, git commit, the tracking URI without
+credentials) as metadata, and points ``latest`` at it — also when the bundle was already there,
+so a rollback in the registry reaches ``bentoml serve`` and ``bentoml build``. The same bundle
+imported twice is one BentoML model.
 """
 
 from __future__ import annotations
@@ -15,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ferops.inference import BUNDLE_FILES, sha256, verify_bundle
+from ferops.serving import BENTO_MODEL, make_latest, redact_uri
 
 log = logging.getLogger(__name__)
-
-#: Name of the model in the BentoML store; ``service.py`` serves its latest version.
-BENTO_MODEL = "ferops-resnet18"
-
 
 def find_bundle(folder: Path) -> Path:
     """The bundle folder (the one holding ``manifest.json``) inside downloaded artifacts."""
@@ -31,10 +30,11 @@ def find_bundle(folder: Path) -> Path:
 
 
 def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL) -> str:
-    """Copy a verified bundle into the BentoML model store; returns the model tag.
+    """Copy a verified bundle into the BentoML model store and make it ``latest``; returns the
+    model tag.
 
     Idempotent: when a model of that name already holds a bundle with the same manifest sha256,
-    its tag is returned and nothing is written.
+    nothing is copied; that model becomes ``latest`` and its tag is returned.
     """
     import bentoml
     from bentoml.exceptions import NotFound
@@ -47,8 +47,9 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL
         existing = []
     for model in existing:
         if model.info.metadata.get("bundle_sha256") == bundle_sha:
-            log.info("bundle %s is already BentoML model %s", bundle_sha[:12], model.tag)
-            return str(model.tag)
+            log.info("bundle %s is already BentoML model %s: now %s:latest", bundle_sha[:12],
+                     model.tag, name)  # fmt: skip
+            return make_latest(str(model.tag))
     labels = {"source": "mlflow" if "mlflow_version" in metadata else "bundle"}
     meta = {**{k: v for k, v in metadata.items() if v is not None}, "bundle_sha256": bundle_sha}
     with bentoml.models.create(name, labels=labels, metadata=meta, module="ferops") as model:
@@ -56,7 +57,7 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL
             shutil.copy2(Path(bundle) / file, Path(model.path) / file)
     verify_bundle(Path(model.path))
     log.info("stored bundle %s as BentoML model %s", bundle_sha[:12], model.tag)
-    return str(model.tag)
+    return make_latest(str(model.tag))
 
 
 def import_from_registry(alias: str | None = "champion", version: int | None = None,
@@ -80,7 +81,7 @@ def import_from_registry(alias: str | None = "champion", version: int | None = N
             "mlflow_version": int(found.version),
             "mlflow_alias": alias,
             "mlflow_run_id": found.run_id,
-            "tracking_uri": mlflow.get_tracking_uri(),
+            "tracking_uri": redact_uri(mlflow.get_tracking_uri()),
             "test_accuracy": found.tags.get("test_accuracy"),
             "git_commit": found.tags.get("git_commit"),
         }

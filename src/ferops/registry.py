@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -55,11 +56,63 @@ def find_version(client, name: str, bundle_sha: str):
     return None
 
 
+def champion_version(client, name: str):
+    """The version holding ``champion``, or ``None`` only when the registry says there is none.
+
+    "None" means the registered model does not exist (``RESOURCE_DOES_NOT_EXIST``) or has no
+    ``champion`` alias. Any other registry error propagates, so the gate fails closed: a registry
+    that is unreachable or answers with an error never lets a version be promoted.
+    """
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    # The alias map, not get_model_version_by_alias: MLflow 3.17 answers a missing alias with
+    # INVALID_PARAMETER_VALUE, the same code as a malformed request.
+    try:
+        aliases = client.get_registered_model(name).aliases
+    except MlflowException as exc:
+        if exc.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    if CHAMPION not in aliases:
+        return None
+    return client.get_model_version(name, str(aliases[CHAMPION]))
+
+
+def promotion_gate(champion, test_accuracy: float, split_definition: str | None,
+                   margin: float) -> tuple[bool, str]:  # fmt: skip
+    """Whether a version with ``test_accuracy`` on ``split_definition`` takes ``champion`` from
+    ``champion`` (a model version or ``None``), and why. A champion whose tags cannot be compared
+    (another split, a test accuracy that is not a number) is never replaced automatically."""
+    if champion is None:
+        return True, "no champion yet"
+    if champion.tags.get("split_definition") != split_definition:
+        return False, (f"champion v{champion.version} was tested on another split definition: "
+                       "not comparable, promote by hand")  # fmt: skip
+    raw = champion.tags.get("test_accuracy")
+    try:
+        best = float(raw)
+    except (TypeError, ValueError):
+        best = math.nan
+    if not math.isfinite(best):
+        return False, (f"champion v{champion.version}'s test_accuracy tag {raw!r} is not a "
+                       "number: not comparable, promote by hand")  # fmt: skip
+    # The tag holds 6 decimals: compare at that precision, or a tie would lose to rounding.
+    promote = round(test_accuracy, 6) >= round(best + margin, 6)
+    return promote, (f"test accuracy {test_accuracy:.4f} {'>=' if promote else '<'} champion "
+                     f"v{champion.version}'s {best:.4f} + margin {margin}")  # fmt: skip
+
+
 def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, str],
                     test_accuracy: float, margin: float = 0.0,
                     name: str = MODEL_NAME) -> dict[str, Any]:  # fmt: skip
-    """Register ``bundle`` (idempotent) and apply the promotion gate; return the decision."""
+    """Register ``bundle`` (idempotent) and apply the promotion gate; return the decision.
+
+    The champion is read before anything is written: if the registry cannot say who the champion
+    is, this raises and registers nothing (a later run gates the bundle afresh).
+    """
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
@@ -73,10 +126,12 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
         return {"action": "unchanged", "name": name, "version": int(existing.version),
                 "aliases": aliases, "reason": "this bundle is already registered"}  # fmt: skip
 
+    champion = champion_version(client, name)
     try:
         client.create_registered_model(name)
-    except MlflowException:
-        pass  # exists already
+    except MlflowException as exc:
+        if exc.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+            raise
     with mlflow.start_run(run_id=run_id):
         import onnx
 
@@ -90,21 +145,7 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
 
     decision = {"action": "registered", "name": name, "version": number,
                 "test_accuracy": test_accuracy, "margin": margin}  # fmt: skip
-    try:
-        champion = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        champion = None
-    if champion is None:
-        promote, reason = True, "no champion yet"
-    elif champion.tags.get("split_definition") != tags.get("split_definition"):
-        promote, reason = False, (f"champion v{champion.version} was tested on another split "
-                                  "definition: not comparable, promote by hand")  # fmt: skip
-    else:
-        best = float(champion.tags.get("test_accuracy", "nan"))
-        # The tag holds 6 decimals: compare at that precision, or a tie would lose to rounding.
-        promote = round(test_accuracy, 6) >= round(best + margin, 6)
-        reason = (f"test accuracy {test_accuracy:.4f} {'>=' if promote else '<'} champion "
-                  f"v{champion.version}'s {best:.4f} + margin {margin}")  # fmt: skip
+    promote, reason = promotion_gate(champion, test_accuracy, tags.get("split_definition"), margin)
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, number)
     client.set_model_version_tag(name, str(number), "promotion", f"{alias}: {reason}")

@@ -25,7 +25,9 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -37,6 +39,52 @@ STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "bad_size": 422,
 
 #: Smallest side (pixels) on which face detection is attempted.
 MIN_DETECT_SIDE = 16
+
+#: Name of the served model in the BentoML store; ``service.py`` serves its ``latest`` version,
+#: which ``ferops-models import-bento`` points at the version it imported (:func:`make_latest`).
+BENTO_MODEL = "ferops-resnet18"
+
+
+def make_latest(tag: str) -> str:
+    """Point ``<name>:latest`` in the local BentoML model store at ``tag``; returns the tag.
+
+    Works around BentoML 1.4.40's model store, which moves ``latest`` only when a model is
+    created or deleted (``bentoml._internal.store.Store.register`` / ``delete``): importing a
+    bundle that is already in the store — a rollback — left ``latest`` on the newer model, so
+    ``bentoml serve`` and ``bentoml build`` (``bentofile.yaml`` packs ``:latest``) went on serving
+    it. The store keeps ``latest`` as the file ``<store>/<name>/latest`` holding the version; it
+    is rewritten here and read back through BentoML, so a change of that layout fails loudly
+    instead of serving the wrong model.
+    """
+    import bentoml
+
+    model = bentoml.models.get(tag)
+    (Path(model.path).parent / "latest").write_text(str(model.tag.version))
+    latest = bentoml.models.get(f"{model.tag.name}:latest").tag
+    if latest != model.tag:
+        raise RuntimeError(f"could not point {model.tag.name}:latest at {model.tag} "
+                           f"(BentoML resolves it to {latest}): has the model store layout changed?")  # fmt: skip
+    return str(model.tag)
+
+
+def redact_uri(uri: str) -> str:
+    """``uri`` without credentials: user and password, query string and fragment are dropped
+    (``https://me:pw@host/x?token=t`` → ``https://host/x``); a string that is not a URI with a
+    scheme comes back unchanged, one that cannot be parsed as ``<redacted>``."""
+    try:
+        parts = urlsplit(uri)
+        if not parts.scheme or ("@" not in parts.netloc and not parts.query and not parts.fragment):
+            return uri  # rebuilt, "sqlite:///x" would lose a slash
+        host = parts.netloc.rpartition("@")[2]
+        return urlunsplit((parts.scheme, host, parts.path, "", ""))
+    except ValueError:
+        return "<redacted>"
+
+
+def public_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
+    """Model metadata safe to show a client: every value that looks like a URI is redacted."""
+    return {key: redact_uri(value) if isinstance(value, str) and "://" in value else value
+            for key, value in metadata.items()}  # fmt: skip
 
 
 @dataclass(frozen=True)
