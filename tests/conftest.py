@@ -14,6 +14,7 @@ from ferops.processes import free_port, stop_process_group, wait_http
 ROOT = Path(__file__).resolve().parents[1]
 RAW_SFEW = ROOT / "data" / "raw" / "sfew"
 RAW_FER = ROOT / "data" / "raw" / "fer2013"
+RAW_ZOO = ROOT / "data" / "raw" / "zoo"
 
 #: Frames where the face is large, frontal and well lit (dlib HOG finds it at upsample 0).
 CLEAR_FRAMES = (
@@ -36,6 +37,13 @@ def sfew_root() -> Path:
 @pytest.fixture(scope="session")
 def fer_root() -> Path:
     return _require(RAW_FER)
+
+
+@pytest.fixture(scope="session")
+def yunet() -> Path:
+    from ferops.faces import YUNET_FILE
+
+    return _require(RAW_ZOO / YUNET_FILE)
 
 
 @pytest.fixture(scope="session")

@@ -25,10 +25,11 @@ from ferops.inference import (
 from ferops.model import FerResNet
 from ferops.rules import RuleConfig, fit_tree, patterns
 from ferops.training import FaceSet, predict, seed_everything
+from tests.bundles import YUNET
 
 SIZE = 32
 META = {"classes": list(CLASSES), "input_size": SIZE, "resize": 36, "mean": 127.5, "std": 127.5,
-        "faces": {"cascade": [{"detector": "hog", "upsample": 0}], "size": 64}}  # fmt: skip
+        "faces": {"cascade": [{"detector": "yunet"}], "size": 64}}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +103,7 @@ def bundle(exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
                        for i, c in enumerate(CLASSES)}}  # fmt: skip
     folder = tmp_path_factory.mktemp("bundle")
     (folder / "rules_src.json").write_text(json.dumps(rules))
-    build_bundle(folder / "bundle", path, META, folder / "rules_src.json")
+    build_bundle(folder / "bundle", path, META, folder / "rules_src.json", YUNET)
     return folder / "bundle"
 
 

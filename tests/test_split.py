@@ -63,3 +63,37 @@ def test_leak_is_detected() -> None:
 def test_bad_config_names_valid_options() -> None:
     with pytest.raises(ValueError, match="clip"):
         SplitConfig(group_by="frame")
+
+
+def test_the_selection_protocol_never_puts_a_test_face_in_a_fold() -> None:
+    out = assign_splits(_rows(), SplitConfig())
+    assert all(r["fold"] == -1 for r in out if r["split"] == "test")
+    assert {r["fold"] for r in out if r["split"] != "test"} == {0, 1, 2, 3, 4}
+    clip = next(r["clip"] for r in out if r["split"] == "test")
+    tampered = [{**r, "fold": 0} if r["clip"] == clip else dict(r) for r in out]
+    with pytest.raises(AssertionError, match="test faces in a selection fold"):
+        check_no_leak(tampered)
+
+
+def test_crossval_inputs_never_load_a_test_face(tmp_path) -> None:
+    import cv2
+    import yaml
+
+    from ferops.crossval import load_fold_inputs
+    from ferops.data import write_csv
+
+    out = assign_splits(_rows(clips=60), SplitConfig())
+    for row in out:
+        row["crop"] = f"{row['image_id']}.png"
+        if row["split"] != "test":  # test crops do not even exist: loading one would fail
+            (tmp_path / "faces" / row["label"]).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(tmp_path / "faces" / row["crop"]), np.zeros((8, 8), np.uint8))
+    write_csv(tmp_path / "split.csv", out)
+    params = {"train": {"init": "scratch", "epochs": 1, "input_size": 8, "resize": 8},
+              "augment": {"ops": ["original"], "factor": 1.15}}  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    data = load_fold_inputs(tmp_path / "params.yaml", tmp_path / "split.csv", tmp_path / "faces",
+                            tmp_path / "none.pt", tmp_path / "none.npz", tmp_path / "none.npz")  # fmt: skip
+    test_ids = {r["image_id"] for r in out if r["split"] == "test"}
+    assert test_ids and not test_ids & {r["image_id"] for r in data.rows}
+    assert len(data.rows) == len(out) - len(test_ids) and (data.folds >= 0).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 from ferops.data import CLASSES
 from ferops.images import read_image, to_gray
 from ferops.model import FEATURES, FerResNet, LogitsAndFeatures, load_checkpoint, save_checkpoint
-from ferops.training import FaceSet, TrainConfig, fit, predict, seed_everything
+from ferops.training import FaceSet, TrainConfig, distillation_loss, fit, predict, seed_everything
 
 TINY = TrainConfig(epochs=2, batch_size=16, lr=0.01, input_size=32, resize=36, device="cpu")
 
@@ -129,3 +130,30 @@ def test_run_fold_refuses_overlapping_or_empty_masks() -> None:
                  None, seed=0)  # fmt: skip
     with pytest.raises(ValueError, match="at least one"):
         run_fold(faces, [0, 1, 2, 3], train, np.zeros(4, dtype=bool), config, aug, None, seed=0)
+
+
+def test_distillation_loss_matches_a_hand_computed_value() -> None:
+    # T = 1: student softmax [1/3, 2/3], teacher softmax [3/4, 1/4]
+    # KL = 3/4·ln((3/4)/(1/3)) + 1/4·ln((1/4)/(2/3)) = 0.75·ln 2.25 + 0.25·ln 0.375 = 0.362990
+    student = torch.tensor([[0.0, math.log(2)]])
+    teacher = torch.tensor([[math.log(3), 0.0]])
+    assert float(distillation_loss(student, teacher, 1.0)) == pytest.approx(0.362990, abs=1e-6)
+    # T = 2 on logits twice as large: the same distributions, the loss times T² = 4
+    assert float(distillation_loss(2 * student, 2 * teacher, 2.0)) == pytest.approx(4 * 0.362990, abs=1e-5)
+    assert float(distillation_loss(teacher, teacher, 3.0)) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_fit_mixes_a_second_set_into_batches_and_distils() -> None:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 256, (20, 20), dtype=np.uint8) for _ in range(12)]
+    soft = rng.normal(size=(12, 7)).astype(np.float32)
+    sfew = FaceSet(images, [i % 7 for i in range(12)], 18, soft)
+    extra = FaceSet(images[:6], [0] * 6, 18, soft[:6])
+    config = TrainConfig(epochs=1, batch_size=4, input_size=16, resize=18, distill_weight=0.5,
+                         extra_share=0.5, device="cpu")  # fmt: skip
+    _, history = fit(FerResNet(), sfew, None, config, extra=extra)
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
+    with pytest.raises(ValueError, match="no extra data set"):
+        fit(FerResNet(), sfew, None, config)
+    with pytest.raises(ValueError, match="no teacher soft labels"):
+        fit(FerResNet(), FaceSet(images, [0] * 12, 18), None, config, extra=extra)
