@@ -21,13 +21,15 @@ from ferops.faces import (
     square_crop,
 )
 from ferops.images import read_image
-from tests.conftest import CLEAR_FRAMES
+from tests.conftest import CLEAR_FRAMES, RAW_ZOO
 
+#: The paper's dlib HOG detector (still available in params.yaml); landmarks come from YuNet
+#: inside each HOG box, so the chips follow the same framing contract.
 FAST_FACES = {"cascade": [{"detector": "hog", "upsample": 0}], "size": 64}
 
 
-def test_face_found_in_clear_frames(sfew_root: Path) -> None:
-    detector = FaceDetector(FaceConfig.from_dict(FAST_FACES))
+def test_face_found_in_clear_frames(sfew_root: Path, yunet: Path) -> None:
+    detector = FaceDetector(FaceConfig.from_dict(FAST_FACES), yunet)
     for rel in CLEAR_FRAMES:
         rgb = read_image(sfew_root / rel)
         faces, step = detector.detect(rgb)
@@ -41,7 +43,7 @@ def test_face_found_in_clear_frames(sfew_root: Path) -> None:
 
 
 def test_blank_frame_has_no_face() -> None:
-    detector = FaceDetector(FaceConfig.from_dict(FAST_FACES))
+    detector = FaceDetector(FaceConfig.from_dict(FAST_FACES))  # detection alone needs no YuNet
     assert detector.detect(np.zeros((200, 300, 3), np.uint8)) == ([], -1)
 
 
@@ -103,7 +105,7 @@ def test_prepare_stage_end_to_end(tmp_path: Path, small_raw: Path, no_face: str)
         {"prepare": {"faces": FAST_FACES, "no_face": no_face, "workers": 2}}))  # fmt: skip
     out, metrics_path = tmp_path / "prepared", tmp_path / "metrics.json"
     sheet = tmp_path / "sheet.png"
-    assert prepare.main(["--params", str(params), "--raw", str(small_raw), "--out", str(out),
+    assert prepare.main(["--params", str(params), "--raw", str(small_raw), "--zoo", str(RAW_ZOO), "--out", str(out),
                          "--metrics", str(metrics_path), "--sheet", str(sheet)]) == 0  # fmt: skip
 
     rows = {r["image_id"]: r for r in read_csv(out / "manifest.csv")}
