@@ -14,12 +14,11 @@ import pytest
 import yaml
 
 from ferops.data import CLASSES, scan_frames
-from tests.conftest import ROOT
+from tests.conftest import RAW_ZOO, ROOT
 
 #: Overrides that make every stage fast; the rest of params.yaml is used as shipped.
 TINY = {
-    "prepare": {"faces": {"cascade": [{"detector": "hog", "upsample": 0}], "size": 64},
-                "no_face": "centre"},
+    "prepare": {"faces": {"size": 64}, "no_face": "centre"},
     "split": {"folds": 2, "test_size": 0.25, "val_size": 0.25},
     "pretrain": {"epochs": 1, "batch_size": 32, "input_size": 32, "resize": 36},
     "train": {"epochs": 2, "batch_size": 16, "input_size": 32, "resize": 36},
@@ -58,6 +57,9 @@ def project(tmp_path_factory: pytest.TempPathFactory, sfew_root: Path, fer_root:
             dest = proj / "data/raw/sfew" / label / frame.path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
             dest.symlink_to(frame.path)
+    (proj / "data/raw/zoo").mkdir(parents=True)
+    for model in RAW_ZOO.glob("*.onnx"):  # YuNet and the teacher
+        (proj / "data/raw/zoo" / model.name).symlink_to(model)
     for split in ("train", "publictest"):
         for label in CLASSES:
             (proj / "data/raw/fer2013" / split / label).mkdir(parents=True)
