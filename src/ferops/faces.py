@@ -14,6 +14,7 @@ least-squares similarity transform onto :data:`TEMPLATE`, the median FER2013 lan
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass, field
@@ -30,8 +31,10 @@ log = logging.getLogger(__name__)
 DETECTORS = ("yunet", "hog", "cnn")
 ENHANCEMENTS = ("none", "clahe")
 
-#: The file of OpenCV-zoo's YuNet detector in the ``zoo`` data (and its name in a serving bundle).
+#: The file of OpenCV-zoo's YuNet detector in the ``zoo`` data (and its name in a serving bundle)
+#: and its sha256 (``data/raw/zoo/LICENSES.md``), checked before the file is used.
 YUNET_FILE = "face_detection_yunet_2023mar.onnx"
+YUNET_SHA256 = "8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4"
 
 #: Where the 5 landmarks land in a face chip, as fractions of its side (margin 0), in YuNet's
 #: order: the eye on the image's left, the other eye, nose tip, mouth corner on the image's left,
@@ -160,6 +163,13 @@ class Face:
         }
 
 
+def verify_sha256(path: Path, expected: str) -> None:
+    """Raise if the file's sha256 is not ``expected`` (a model file swapped or damaged)."""
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    if digest != expected:
+        raise RuntimeError(f"{path} has sha256 {digest}, expected {expected}")
+
+
 def model_file(name: str) -> Path:
     """Path of a dlib model file shipped by ``face_recognition_models`` (no pkg_resources)."""
     spec = importlib.util.find_spec("face_recognition_models")
@@ -204,6 +214,7 @@ class FaceDetector:
         if self._yunet is None:
             if self.yunet_path is None or not self.yunet_path.is_file():
                 raise RuntimeError(f"YuNet model {self.yunet_path} is missing ({YUNET_FILE})")
+            verify_sha256(self.yunet_path, YUNET_SHA256)
             self._yunet = cv2.FaceDetectorYN.create(str(self.yunet_path), "", (320, 320), threshold,
                                                     0.3, 5000)  # fmt: skip
         height, width = gray.shape

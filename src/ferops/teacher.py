@@ -19,12 +19,13 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ferops.faces import similarity, template_points
+from ferops.faces import similarity, template_points, verify_sha256
 
 log = logging.getLogger(__name__)
 
-#: The teacher's file in the ``zoo`` data.
+#: The teacher's file in the ``zoo`` data and its sha256 (``data/raw/zoo/LICENSES.md``).
 TEACHER_FILE = "facial_expression_recognition_mobilefacenet_2022july_int8.onnx"
+TEACHER_SHA256 = "f0d7093aff10e2638c734c5f18a6a7eabd2b9239b20bdb9b8090865a6f69a1ed"
 TEACHER_SIZE = 112
 #: The 5-landmark template of the teacher's 112-px input (OpenCV zoo's
 #: ``facial_expression_recognition`` demo), in :data:`ferops.faces.TEMPLATE`'s order.
@@ -53,6 +54,7 @@ class Teacher:
 
         if not Path(model).is_file():
             raise FileNotFoundError(f"teacher model {model} is missing ({TEACHER_FILE})")
+        verify_sha256(Path(model), TEACHER_SHA256)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
