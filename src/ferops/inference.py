@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from ferops.explanation import Explainer, softmax
-from ferops.faces import YUNET_FILE, Face, FaceConfig, FaceDetector
+from ferops.faces import MAX_CROP_ASPECT, YUNET_FILE, Face, FaceConfig, FaceDetector
 from ferops.images import to_gray
 
 log = logging.getLogger(__name__)
@@ -205,6 +205,9 @@ class Predictor:
         face crop of any tightness: its landmarks are found inside it and it is aligned like
         every other face (record ``None``); a crop with no face in it gives no chip."""
         if is_crop:
+            height, width = rgb.shape[:2]
+            if max(height, width) > MAX_CROP_ASPECT * min(height, width):
+                return [], []  # a sliver holds no face: refused before any pixel work
             chip = self.detector.chip_from_crop(to_gray(rgb))
             return ([], []) if chip is None else ([None], [chip])
         faces, work, scale = self.detect(rgb)
