@@ -97,3 +97,15 @@ def test_crossval_inputs_never_load_a_test_face(tmp_path) -> None:
     test_ids = {r["image_id"] for r in out if r["split"] == "test"}
     assert test_ids and not test_ids & {r["image_id"] for r in data.rows}
     assert len(data.rows) == len(out) - len(test_ids) and (data.folds >= 0).all()
+
+
+def test_paired_difference_wins_only_beyond_the_fold_noise() -> None:
+    from ferops.crossval import paired_difference
+
+    steady = paired_difference([0.50, 0.52, 0.48, 0.55, 0.50], [0.45, 0.47, 0.46, 0.50, 0.44])
+    assert steady["wins"] and steady["mean"] == pytest.approx(0.046)
+    noisy = paired_difference([0.60, 0.40, 0.55, 0.38, 0.52], [0.45, 0.47, 0.46, 0.50, 0.44])
+    assert not noisy["wins"] and noisy["mean"] > 0  # higher on average, not beyond the noise
+    assert not paired_difference([0.5, 0.5], [0.5, 0.5])["wins"]
+    with pytest.raises(ValueError):
+        paired_difference([0.5], [0.4])

@@ -110,7 +110,10 @@ def paired_difference(candidate: Sequence[float], baseline: Sequence[float]) -> 
     if diff.shape != (len(baseline),) or len(diff) < 2:
         raise ValueError("a paired comparison needs two equally long lists of >= 2 fold scores")
     std = float(diff.std(ddof=1))
-    t = float(diff.mean() / (std / np.sqrt(len(diff)))) if std > 0 else float("inf") * np.sign(diff.mean())
+    if std > 0:
+        t = float(diff.mean() / (std / np.sqrt(len(diff))))
+    else:  # identical differences on every fold: no noise to beat, the sign decides
+        t = 0.0 if diff.mean() == 0 else float(np.copysign(np.inf, diff.mean()))
     critical = float(stats.t.ppf(0.95, len(diff) - 1))
     return {"mean": round(float(diff.mean()), 4), "std": round(std, 4), "t": round(t, 3),
             "critical_t": round(critical, 3), "wins": bool(t > critical)}  # fmt: skip
