@@ -47,7 +47,11 @@ RECIPES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("baseline", {}, {}),
     ("mix50", {}, {"extra_share": 0.5}),
     ("mix50_distill", {}, {"extra_share": 0.5, "distill_weight": 0.5}),
-    ("pre_distill+mix50_distill", {"distill_weight": 0.5}, {"extra_share": 0.5, "distill_weight": 0.5}),
+    (
+        "pre_distill+mix50_distill",
+        {"distill_weight": 0.5},
+        {"extra_share": 0.5, "distill_weight": 0.5},
+    ),
     ("pre30+mix50", {"epochs": 30}, {"extra_share": 0.5}),
     ("mix50_lr01", {}, {"extra_share": 0.5, "lr": 0.01}),
     ("mix50_ep20", {}, {"extra_share": 0.5, "epochs": 20}),
@@ -73,8 +77,14 @@ def pack(args: argparse.Namespace) -> None:
         padded[:n] = chips
         for start in range(0, rows, TILE):
             block = padded[start * TILE : (start + TILE) * TILE]
-            image = block.reshape(-1, TILE, side, side).transpose(0, 2, 1, 3).reshape(-1, TILE * side)
-            cv2.imwrite(str(out / f"fer_{split}_{start // TILE}.webp"), image, [cv2.IMWRITE_WEBP_QUALITY, 101])
+            image = (
+                block.reshape(-1, TILE, side, side).transpose(0, 2, 1, 3).reshape(-1, TILE * side)
+            )
+            cv2.imwrite(
+                str(out / f"fer_{split}_{start // TILE}.webp"),
+                image,
+                [cv2.IMWRITE_WEBP_QUALITY, 101],
+            )
         arrays[f"y_{split}"], arrays[f"n_{split}"] = fer[f"y_{split}"], n
         arrays[f"soft_{split}"] = teacher[f"fer2013_{split}"]
     sfew = teacher["sfew_ids"]
@@ -92,9 +102,13 @@ def pack(args: argparse.Namespace) -> None:
 def unpack_fer(folder: Path, split: str, n: int, side: int) -> np.ndarray:
     """The FER2013 chips of one split from the WebP strips :func:`pack` wrote."""
     parts = []
-    for path in sorted(folder.glob(f"fer_{split}_*.webp"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
+    for path in sorted(
+        folder.glob(f"fer_{split}_*.webp"), key=lambda p: int(p.stem.rsplit("_", 1)[1])
+    ):
         image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        parts.append(image.reshape(-1, side, TILE, side).transpose(0, 2, 1, 3).reshape(-1, side, side))
+        parts.append(
+            image.reshape(-1, side, TILE, side).transpose(0, 2, 1, 3).reshape(-1, side, side)
+        )
     return np.concatenate(parts)[:n]
 
 
@@ -128,7 +142,9 @@ def search(args: argparse.Namespace) -> None:
             config = TrainConfig.from_dict({**PRETRAIN, **pre, "device": args.device,
                                             **({"epochs": 1} if args.smoke else {})})  # fmt: skip
             t0 = time.perf_counter()
-            model, history = fit(FerResNet(), fer_train, fer_public, config, desc=f"pretrain {pre}")
+            model, history = fit(
+                FerResNet(), fer_train, fer_public, config, desc=f"pretrain {pre}"
+            )
             seconds = time.perf_counter() - t0
             pretrained[pre_key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             report["pretrain"][pre_key] = {
@@ -146,21 +162,29 @@ def search(args: argparse.Namespace) -> None:
                                       soft=soft, extra=fer_train if config.extra_share else None)  # fmt: skip
             result["folds"].append(metrics["accuracy"])
             held_set = FaceSet([images[i] for i in np.flatnonzero(held)], labels[held], side)
-            logits, _ = predict(model, held_set, config.input_size, device=args.device, flip_tta=True)
+            logits, _ = predict(
+                model, held_set, config.input_size, device=args.device, flip_tta=True
+            )
             result["tta"].append(float((logits.argmax(1) == labels[held]).mean()))
             if fold == 0:
                 logits, _ = predict(model, fer_public, config.input_size, device=args.device)
-                result["fer2013_publictest_after"] = float((logits.argmax(1) == fer_public.labels).mean())
+                result["fer2013_publictest_after"] = float(
+                    (logits.argmax(1) == fer_public.labels).mean()
+                )
         result["seconds"] = round(time.perf_counter() - t0, 1)
         for key in ("folds", "tta"):
             result[f"{key}_mean"] = float(np.mean(result[key]))
             result[f"{key}_std"] = float(np.std(result[key], ddof=1))
         if name != "baseline" and "baseline" in report["recipes"]:  # same folds, same seeds
-            result["vs_baseline"] = paired_difference(result["folds"], report["recipes"]["baseline"]["folds"])
+            result["vs_baseline"] = paired_difference(
+                result["folds"], report["recipes"]["baseline"]["folds"]
+            )
         report["recipes"][name] = result
         log.info("%s: CV %.4f ± %.4f (TTA %.4f), FER2013 after %.4f", name, result["folds_mean"],
                  result["folds_std"], result["tta_mean"], result.get("fer2013_publictest_after", -1))  # fmt: skip
-        (out / "recipe_search.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        (out / "recipe_search.json").write_text(
+            json.dumps(report, indent=2, sort_keys=True) + "\n"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +204,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--recipes", nargs="*", default=[], help="names to run (default: all)")
     s.add_argument("--smoke", type=int, default=0, help="FER2013 faces kept and 1 epoch (a check)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     pack(args) if args.command == "pack" else search(args)
     return 0
 

@@ -55,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     report = {**served_metrics(truth, predicted),
               "locate_ms_p50": round(float(np.percentile(millis, 50)), 1),
               "locate_ms_p99": round(float(np.percentile(millis, 99)), 1)}  # fmt: skip
-    predicted, _ = score_images(predictor, tight_crops(rows, args.raw), is_crop=True, desc="sfew tight crops")
+    predicted, _ = score_images(
+        predictor, tight_crops(rows, args.raw), is_crop=True, desc="sfew tight crops"
+    )
     report["sfew_test_tight_crops"] = served_metrics(truth, predicted)
 
     paths, labels = load_paths(args.fer2013, "publictest")

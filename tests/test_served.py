@@ -26,7 +26,7 @@ def test_scores_follow_the_service_path(tmp_path: Path, sfew_root: Path, fer_roo
     predictor = Predictor(bundle, providers="cpu")
     frame = (sfew_root / CLEAR_FRAMES[0]).read_bytes()
     blank = png_bytes(np.full((120, 160, 3), 128, np.uint8))
-    crop = sorted((fer_root / "publictest" / "Happy").iterdir())[0].read_bytes()
+    crop = min((fer_root / "publictest" / "Happy").iterdir()).read_bytes()
     predicted, millis = score_images(predictor, [frame, blank], is_crop=False, batch=1)
     assert predicted[1] == NO_FACE and predicted[0] != NO_FACE and len(millis) == 2
     record = next(r for r in predictor.analyse(predictor_rgb(frame)) if r["principal"])

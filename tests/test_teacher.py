@@ -38,7 +38,9 @@ def test_teacher_input_is_rgb_112_in_minus_one_to_one() -> None:
     np.testing.assert_allclose(x[1], -1.0)
 
 
-def test_teacher_sees_the_obvious_smile(teacher: Teacher, yunet: Path, sfew_root: Path, fer_root: Path) -> None:
+def test_teacher_sees_the_obvious_smile(
+    teacher: Teacher, yunet: Path, sfew_root: Path, fer_root: Path
+) -> None:
     detector = FaceDetector(FaceConfig(), yunet)
     rgb = read_image(sfew_root / CLEAR_FRAMES[0])  # Happy: a broad smile, frontal
     face = next(f for f in detector.detect(rgb)[0] if f.principal)

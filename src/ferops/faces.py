@@ -260,8 +260,8 @@ class FaceDetector:
                       float(d.confidence), None) for d in self._detector("cnn")(image, step.upsample)]  # fmt: skip
         faces: list[Face] = []
         for (x0, y0, x1, y1), score, landmarks in boxes:
-            left, top = max(int(round(x0)), 0), max(int(round(y0)), 0)
-            right, bottom = min(int(round(x1)), width), min(int(round(y1)), height)
+            left, top = max(round(float(x0)), 0), max(round(float(y0)), 0)
+            right, bottom = min(round(float(x1)), width), min(round(float(y1)), height)
             if right - left >= 4 and bottom - top >= 4:
                 face = Face(left, top, right, bottom, score, step.detector)
                 if landmarks is not None:

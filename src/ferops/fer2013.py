@@ -78,5 +78,5 @@ def load_split(
         labels.append(CLASSES.index(label))
         rows.append({**row, "status": status, "reason": "", "index": len(images) - 1})
     if not images:
-        raise ValueError(f"no readable images under {folder}")
+        raise ValueError(f"no readable images under {Path(root) / split}")
     return np.stack(images), np.array(labels, dtype=np.int64), rows

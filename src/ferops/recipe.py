@@ -42,7 +42,9 @@ class TeacherLabels:
         return self.arrays["sfew"][[self.sfew_index[i] for i in image_ids]]
 
 
-def fer2013_extra(config: TrainConfig, fer2013: Path, teacher: TeacherLabels | None) -> FaceSet | None:
+def fer2013_extra(
+    config: TrainConfig, fer2013: Path, teacher: TeacherLabels | None
+) -> FaceSet | None:
     """FER2013 train as the set mixed into fine-tuning batches (``extra_share``), with the
     teacher's logits when distilling; ``None`` when the recipe mixes nothing in."""
     if config.extra_share == 0:

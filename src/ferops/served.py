@@ -26,7 +26,7 @@ def served_metrics(truth: Sequence[int], predicted: Sequence[int]) -> dict[str, 
         raise ValueError("need as many predictions as labels, and at least one")
     recall = {c: round(float((predicted[truth == i] == i).mean()), 4)
               for i, c in enumerate(CLASSES) if np.any(truth == i)}  # fmt: skip
-    return {"accuracy": round(float((predicted == truth).mean()), 4), "n": int(len(truth)),
+    return {"accuracy": round(float((predicted == truth).mean()), 4), "n": len(truth),
             "faces_found": int((predicted != NO_FACE).sum()), "recall": recall}  # fmt: skip
 
 
@@ -54,7 +54,9 @@ def score_images(predictor: Predictor, images: Iterable[bytes], is_crop: bool,
             start = 0
             for index, faces, cs in pending:
                 n = len(cs)
-                records = predictor.describe(faces, logits[start : start + n], features[start : start + n])
+                records = predictor.describe(
+                    faces, logits[start : start + n], features[start : start + n]
+                )
                 predicted[index] = principal_label(records, predictor.labels)
                 start += n
         pending.clear()

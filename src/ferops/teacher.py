@@ -62,7 +62,9 @@ class Teacher:
                                             providers=["CPUExecutionProvider"])  # fmt: skip
         self.input = self.session.get_inputs()[0].name
 
-    def logits(self, chips: Sequence[np.ndarray], margin: float, desc: str = "teach") -> np.ndarray:
+    def logits(
+        self, chips: Sequence[np.ndarray], margin: float, desc: str = "teach"
+    ) -> np.ndarray:
         """N×7 teacher logits of gray chips."""
         out = np.empty((len(chips), 7), np.float32)
         for i in tqdm(range(len(chips)), desc=desc, unit="face", mininterval=5):
