@@ -49,6 +49,8 @@ TEMPLATE = np.array(
 #: (a tight crop cuts the face edge YuNet needs) and scaling its long side to :data:`CROP_SEARCH_SIDE`.
 CROP_PAD = 0.25
 CROP_SEARCH_SIDE = 160
+#: Longest side YuNet's input is upsampled to by a cascade step's ``upsample``.
+MAX_YUNET_SIDE = 1600
 #: Crops thinner than this aspect ratio (long side / short side) hold no face: refused unsearched.
 MAX_CROP_ASPECT = 4.0
 
@@ -243,7 +245,11 @@ class FaceDetector:
         image = enhance(gray, step.enhance)
         height, width = gray.shape
         if step.detector == "yunet":
-            scale = 2**step.upsample
+            # upsampling finds small faces in small frames; a large image is not blown up past
+            # MAX_YUNET_SIDE (a 1600 px upload at 2x would cost ~1 s for nothing new)
+            scale = min(2**step.upsample, max(1.0, MAX_YUNET_SIDE / max(height, width)))
+            if step.upsample and scale <= 1.25:
+                return []  # the same search as an earlier step at (nearly) the same scale
             if scale != 1:
                 image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
             found = [
