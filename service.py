@@ -12,7 +12,8 @@ The model is ``ferops-resnet18:latest`` in the BentoML model store: the version 
 default; after ``ferops-models rollback N``, version N). Serving imports the inference core only
 (``ferops.inference``, ``ferops.images``, ``ferops.serving``), never training code.
 
-Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento).
+Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento); the
+web page is at ``/ui/``.
 Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu|cuda,
 ``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_DETECT_STEPS`` (steps of
 the bundle's detection cascade to use, 0 = all, the default), ``FEROPS_MAX_UPLOAD_BYTES``,
@@ -41,6 +42,7 @@ from ferops.inference import Predictor
 from ferops.serving import (
     BENTO_MODEL,
     MIN_DETECT_SIDE,
+    UI_ROUTE,
     DetectResponse,
     Limits,
     PredictResponse,
@@ -48,6 +50,7 @@ from ferops.serving import (
     RequestGuard,
     decode_upload,
     public_metadata,
+    ui_app,
 )
 
 log = logging.getLogger("ferops.service")
@@ -218,3 +221,4 @@ class FerService:
 
 
 FerService.add_asgi_middleware(RequestGuard)
+FerService.mount_asgi_app(ui_app(), path=UI_ROUTE)  # the web page, /ui/ (src/ferops/ui)

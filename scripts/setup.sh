@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a working copy: .venv with the pinned stack, DVC wired, raw data pulled from the remote.
+# Set up a working copy: .venv with the pinned stack, Chromium for the browser test, DVC wired,
+# raw data pulled from the remote.
 # Idempotent: reinstalls only when requirements.lock or pyproject.toml changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,19 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
   .venv/bin/python -m pip install -q -r requirements.lock
   .venv/bin/python -m pip install -q --no-deps -e .
   echo "$want" > "$stamp"
+fi
+
+# The browser test (tests/test_ui.py) drives Debian's headless Chromium: a system package,
+# installed once (CI runs this as root); skipped when `chromium` is already on PATH.
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing Debian's chromium for the browser test (about 1 minute)"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    echo "setup: WARNING chromium is missing: run \`sudo apt-get install chromium\`" \
+         "(tests/test_ui.py needs it)" >&2
+  fi
 fi
 
 .venv/bin/dvc config core.analytics false

@@ -287,6 +287,7 @@ def test_bento_builds_and_its_tag_serves(model_tag: str, bento_home: Path, clear
     assert (bento / "src" / "service.py").is_file()
     packed = {p.name for p in (bento / "src" / "src" / "ferops").glob("*.py")}
     assert {"inference.py", "serving.py", "faces.py"} <= packed and "training.py" not in packed
+    assert (bento / "src" / "src" / "ferops" / "ui" / "index.html").is_file(), "the web page is packed"
     locked = (bento / "env" / "python" / "requirements.lock.txt").read_text()
     assert "onnxruntime-gpu==1.31.1" in locked and "\nonnxruntime==" not in locked
     assert "torch" not in locked and "mlflow" not in locked

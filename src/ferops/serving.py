@@ -26,12 +26,15 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from ferops.images import ImageDecodeError, decode_image
+
+if TYPE_CHECKING:
+    from starlette.staticfiles import StaticFiles
 
 #: HTTP status per :class:`~ferops.images.ImageDecodeError` reason.
 STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "bad_size": 422,
@@ -43,6 +46,12 @@ MIN_DETECT_SIDE = 16
 #: Name of the served model in the BentoML store; ``service.py`` serves its ``latest`` version,
 #: which ``ferops-models import-bento`` points at the version it imported (:func:`make_latest`).
 BENTO_MODEL = "ferops-resnet18"
+
+#: Where the web page is served: ``GET /ui/`` (``/ui`` redirects there; BentoML's own OpenAPI
+#: page keeps ``/``). The page is plain HTML, JS and CSS in :data:`UI_DIR`, packed into the bento
+#: by ``bentofile.yaml``, and calls ``/explain`` like any other client.
+UI_ROUTE = "/ui"
+UI_DIR = Path(__file__).resolve().parent / "ui"
 
 
 def make_latest(tag: str) -> str:
@@ -65,6 +74,14 @@ def make_latest(tag: str) -> str:
         raise RuntimeError(f"could not point {model.tag.name}:latest at {model.tag} "
                            f"(BentoML resolves it to {latest}): has the model store layout changed?")  # fmt: skip
     return str(model.tag)
+
+
+def ui_app() -> StaticFiles:
+    """The web page as an ASGI app to mount at :data:`UI_ROUTE`: the files of :data:`UI_DIR`,
+    ``index.html`` for the folder itself."""
+    from starlette.staticfiles import StaticFiles
+
+    return StaticFiles(directory=UI_DIR, html=True)
 
 
 def redact_uri(uri: str) -> str:

@@ -1,0 +1,150 @@
+"""The web page in a real browser: headless Chromium (tests/browser.py) against a real
+`bentoml serve` (the service fixtures of tests/test_service.py), a real SFEW frame and a corrupt
+upload. Screenshots go to ``$FEROPS_ARTIFACTS`` (else a pytest temporary folder)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from ferops.serving import UI_ROUTE
+from tests.browser import BrowserError, Chromium
+from tests.conftest import CLEAR_FRAMES, png_bytes
+
+# The module-scoped service of the service tests: a small real bundle registered in a real MLflow
+# server, imported with `ferops-models import-bento`, served by `bentoml serve`.
+from tests.test_service import _post, bento_home, bundle, model_tag, service  # noqa: F401
+
+log = logging.getLogger(__name__)
+
+#: Where the page draws what it was given, read back from the DOM in the upload's pixels.
+SHOWN = """(() => {
+  const image = document.getElementById("image");
+  const frame = image.getBoundingClientRect();
+  const sx = image.naturalWidth / frame.width, sy = image.naturalHeight / frame.height;
+  const boxes = [...document.querySelectorAll(".face-box")].map((node) => {
+    const r = node.getBoundingClientRect();
+    return {number: Number(node.dataset.number), principal: node.classList.contains("principal"),
+            tag: node.querySelector(".tag").textContent,
+            box: [(r.left - frame.left) * sx, (r.top - frame.top) * sy,
+                  (r.right - frame.left) * sx, (r.bottom - frame.top) * sy]};
+  });
+  const cards = [...document.querySelectorAll(".face-card")].map((node) => ({
+    number: Number(node.dataset.number), principal: node.classList.contains("principal"),
+    expression: node.querySelector(".expression").textContent,
+    bars: Object.fromEntries([...node.querySelectorAll(".bar")].map((bar) =>
+      [bar.dataset.label, parseFloat(bar.querySelector(".fill").style.width) / 100])),
+    explanation: node.querySelector(".explanation")?.innerText ?? ""}));
+  return {state: document.getElementById("app").dataset.state, boxes, cards};
+})()"""
+
+#: The message line, when a person can see it.
+MESSAGE = """(() => {
+  const m = document.getElementById("message");
+  const visible = !m.hidden && m.getBoundingClientRect().height > 0;
+  return {visible, kind: m.className, text: m.textContent,
+          state: document.getElementById("app").dataset.state,
+          boxes: document.querySelectorAll(".face-box").length,
+          cards: document.querySelectorAll(".face-card").length};
+})()"""
+
+SETTLED = "['done', 'empty', 'error'].includes(document.getElementById('app').dataset.state)"
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = os.environ.get("FEROPS_ARTIFACTS")
+    path = Path(folder) if folder else tmp_path_factory.mktemp("ui-artifacts")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def page(service: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811 - the fixture
+    """The web page, loaded from ``/ui`` (redirected to ``/ui/``) in headless Chromium."""
+    try:
+        browser = Chromium(tmp_path_factory.mktemp("chromium"))
+    except BrowserError as exc:
+        pytest.fail(str(exc))
+    with browser:
+        browser.open(f"{service}{UI_ROUTE}")
+        assert browser.evaluate("location.pathname") == f"{UI_ROUTE}/"
+        assert browser.evaluate("document.querySelector('#file') !== null")
+        yield browser
+
+
+def _upload(page: Chromium, path: Path) -> None:
+    page.evaluate("document.getElementById('app').dataset.state = 'idle'")
+    page.choose_files("#file", [path])
+    page.wait_for(SETTLED, timeout=120)
+
+
+def _service(page: Chromium) -> str:
+    """The service the page was loaded from."""
+    return page.evaluate("location.origin")
+
+
+def test_page_draws_the_faces_bars_and_explanation(page: Chromium, sfew_root: Path,
+                                                   artifacts: Path) -> None:  # fmt: skip
+    """The boxes drawn, the labels and the bars are /predict's answer on the same bytes; the
+    explanation names the rule, the nearest pattern and the next class of /explain's."""
+    url = _service(page)
+    frame = sfew_root / CLEAR_FRAMES[0]
+    predicted = _post(url, "predict", frame.read_bytes(), frame.name).json()["faces"]
+    explained = _post(url, "explain", frame.read_bytes(), frame.name).json()["faces"]
+    assert predicted, "the clear frame has a face"
+
+    _upload(page, frame)
+    shown = page.evaluate(SHOWN)
+    log.info("screenshot of the page: %s", page.screenshot(artifacts / "ui_sfew_frame.png"))
+    assert shown["state"] == "done", (shown, page.console)
+    assert len(shown["boxes"]) == len(shown["cards"]) == len(predicted)
+    assert shown["cards"][0]["principal"], "the principal face is listed first"
+    boxes = {b["number"]: b for b in shown["boxes"]}
+    cards = {c["number"]: c for c in shown["cards"]}
+    for number, (face, why) in enumerate(zip(predicted, explained, strict=True), start=1):
+        drawn, card = boxes[number], cards[number]
+        np.testing.assert_allclose(drawn["box"], face["box"], atol=1.5)  # in the upload's pixels
+        assert drawn["principal"] == card["principal"] == face["principal"]
+        assert card["expression"] == face["expression"]
+        assert drawn["tag"].endswith(face["expression"])
+        probabilities = face["probabilities"]
+        assert card["bars"].keys() == probabilities.keys()
+        np.testing.assert_allclose([card["bars"][c] for c in probabilities],
+                                   list(probabilities.values()), atol=1e-4)  # fmt: skip
+        words = why["explanation"]
+        for part in ("Rule that fired", words["rules_fired"]["rule"],
+                     "Nearest pattern", words["nearest_pattern"]["class"],
+                     "Next most likely", words["next_most_likely"]["class"]):  # fmt: skip
+            assert part in card["explanation"], (part, card["explanation"])
+
+
+def test_page_shows_errors_and_no_face_as_messages(page: Chromium, bad_files: dict[str, Path],
+                                                   tmp_path: Path, artifacts: Path) -> None:  # fmt: skip
+    """A corrupt upload shows the API's error (and nothing of the previous image); an image
+    without a face says so."""
+    url = _service(page)
+    corrupt = bad_files["corrupt"]
+    refused = _post(url, "explain", corrupt.read_bytes(), corrupt.name)
+    assert refused.status_code == 422 and refused.json()["error"] == "corrupt"
+
+    _upload(page, corrupt)
+    message = page.evaluate(MESSAGE)
+    page.screenshot(artifacts / "ui_corrupt_upload.png")
+    assert message["visible"] and message["kind"] == "error", message
+    assert message["state"] == "error" and "422 corrupt" in message["text"], message
+    assert refused.json()["detail"] in message["text"], message
+    assert message["boxes"] == message["cards"] == 0, "nothing of the previous image stays"
+
+    flat = tmp_path / "flat.png"
+    flat.write_bytes(png_bytes(np.full((240, 320, 3), 128, np.uint8)))
+    _upload(page, flat)
+    message = page.evaluate(MESSAGE)
+    assert message["visible"] and message["state"] == "empty", message
+    assert "No face" in message["text"], message
+    assert requests.get(f"{url}/", timeout=10).status_code == 200, "the OpenAPI page keeps /"
