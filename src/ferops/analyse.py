@@ -578,8 +578,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="ferops-analyse-") as tmp, logging_redirect_tqdm():
         bundle = args.bundle
-        if bundle is None:
-            bundle = CHECKOUT_BUNDLE if CHECKOUT_BUNDLE.is_dir() else champion_bundle(Path(tmp))
+        if bundle is None and CHECKOUT_BUNDLE.is_dir():
+            bundle = CHECKOUT_BUNDLE
+        elif bundle is None:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                bundle = champion_bundle(Path(tmp))
+            except (MlflowException, OSError) as exc:
+                parser.error(f"no --bundle, no {CHECKOUT_BUNDLE} here and no champion in the "
+                             f"registry ({type(exc).__name__}: {exc})")  # fmt: skip
         predictor = Predictor(bundle, providers=args.providers)
         summary = analyse_paths(
             predictor,
