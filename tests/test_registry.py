@@ -1,16 +1,18 @@
-"""Registry against a real `mlflow server`: idempotent registration, the promotion gate, and
-loading `models:/…@champion` gives the bundle's outputs."""
+"""Registry against a real `mlflow server`: idempotent registration, the promotion gate,
+`models:/…@champion` answers images like `/predict` (also through `mlflow models predict`), the
+model card and descriptions, and the ferops experiment marked as model training."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from ferops.images import read_image
 from ferops.inference import Predictor
 from tests.bundles import make_bundle
+from tests.conftest import ROOT
 
 
 @pytest.fixture()
@@ -30,7 +32,8 @@ def _run_id() -> str:
         return run.info.run_id
 
 
-def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path: Path) -> None:
+def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path: Path,
+                                                         clear_frame: Path) -> None:  # fmt: skip
     from mlflow.tracking import MlflowClient
 
     from ferops.registry import register_bundle
@@ -62,13 +65,14 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
                          test_accuracy=0.99, name=name)  # fmt: skip
     assert d4["alias"] == "challenger" and "not comparable" in d4["reason"]
 
-    # The champion loads by alias and answers like the bundle it was registered from.
+    # The champion loads by alias and answers images like the bundle it was registered from.
     import mlflow.pyfunc
+    import pandas as pd
 
     loaded = mlflow.pyfunc.load_model(f"models:/{name}@champion")
-    crops = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
-    expected, _ = Predictor(better).classify(list(crops))
-    np.testing.assert_allclose(np.asarray(loaded.predict(crops)), expected, atol=1e-5)
+    (answer,) = loaded.predict(pd.DataFrame({"image": [clear_frame.read_bytes()]}))
+    expected = Predictor(better).analyse(read_image(clear_frame))
+    assert answer["faces"] == expected and expected and answer["reason"] is None
 
     # A tie promotes the newer model, though the champion's tag is rounded up (0.450382).
     tie, w5 = make_bundle(tmp_path / "e", seed=5)
@@ -140,3 +144,71 @@ def test_gate_fails_closed_when_the_champion_cannot_be_read(registry: str, tmp_p
         mlflow.set_tracking_uri(live)
     assert len(client.search_model_versions(f"name='{name}'")) == 2
     assert client.get_model_version_by_alias(name, "champion").version == "1"
+
+
+def test_mlflow_models_predict_answers_images_like_predict(registry: str, tmp_path: Path,
+                                                          clear_frame: Path,
+                                                          bad_files: dict[str, Path]) -> None:  # fmt: skip
+    import base64
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from ferops.registry import card_summary, register_bundle
+
+    name, card = registry, ROOT / "MODEL_CARD.md"
+    bundle, weights = make_bundle(tmp_path / "a", seed=21)
+    tags = {"split_definition": "s", "git_commit": "abc123"}
+    assert register_bundle(bundle, weights, _run_id(), tags, 0.4, name=name, card=card)["alias"] == "champion"
+
+    # MLflow's JSON input: binary columns as base64 text; `crop` optional per row.
+    rows = [[clear_frame, False], [clear_frame, True], [bad_files["corrupt"], False]]
+    data = [[base64.b64encode(path.read_bytes()).decode(), crop] for path, crop in rows]
+    request = tmp_path / "request.json"
+    request.write_text(json.dumps({"dataframe_split": {"columns": ["image", "crop"], "data": data}}))
+    answer = tmp_path / "answer.json"
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
+    done = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "models", "predict",
+                           "-m", f"models:/{name}@champion", "-i", str(request), "-t", "json",
+                           "-o", str(answer), "--env-manager", "local"],
+                          check=False, capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    payload = json.loads(answer.read_text())
+    whole, crop, corrupt = payload["predictions"] if isinstance(payload, dict) else payload
+
+    predictor = Predictor(bundle)
+    rgb = read_image(clear_frame)
+    assert whole["faces"] == predictor.analyse(rgb) and whole["faces"]
+    assert crop["faces"] == predictor.analyse(rgb, is_crop=True)
+    assert (corrupt["faces"], corrupt["error"]) == ([], "corrupt")
+
+    # The signature, the card among the version's artifacts, the descriptions from the card.
+    info = mlflow.models.get_model_info(f"models:/{name}@champion")
+    assert info.signature.inputs.input_names() == ["image", "crop"]
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path / "dl")))
+    (logged,) = local.rglob("MODEL_CARD.md")
+    assert logged.read_text() == card.read_text()
+    client = MlflowClient()
+    summary = card_summary(card.read_text())
+    assert "Art. 5(1)(f)" in summary and not summary.startswith("#")
+    assert client.get_registered_model(name).description == summary
+    description = client.get_model_version(name, "1").description
+    assert description.startswith(summary) and "- test accuracy: 0.4000" in description
+    assert "- git commit: abc123" in description and len(description) <= 5000
+
+
+def test_ferops_experiment_is_marked_model_training(mlflow_server: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    from mlflow.tracking import MlflowClient
+
+    from ferops.tracking import EXPERIMENT, start_run
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    for attempt in range(2):  # a second run keeps the mark
+        start_run(tmp_path / "run.json", f"kind-{attempt}", {"stage": "test"})
+        experiment = MlflowClient(tracking_uri=mlflow_server).get_experiment_by_name(EXPERIMENT)
+        assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"

@@ -1,8 +1,9 @@
 """The MLflow model registry: register a serving bundle once, promote it only on evidence.
 
 A registered version is a pyfunc model whose artifacts are the whole serving bundle (ONNX model,
-labels, preprocessing, rule trees and patterns) and the PyTorch weights; the ONNX network is also
-logged in the onnx flavour. ``champion`` moves to a new version only when its test accuracy on
+labels, preprocessing, rule trees and patterns), the PyTorch weights and the model card; it takes
+image bytes and answers like the service's ``/predict`` (:class:`BundleModel`). The ONNX network
+is also logged in the onnx flavour. ``champion`` moves to a new version only when its test accuracy on
 the same split definition is at least the champion's plus a margin; otherwise the version is
 the ``challenger`` and the decision says why.
 """
@@ -17,7 +18,6 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
-import numpy as np
 
 from ferops.inference import Predictor, sha256
 
@@ -25,21 +25,98 @@ log = logging.getLogger(__name__)
 
 MODEL_NAME = "ferops-resnet18"
 CHAMPION, CHALLENGER = "champion", "challenger"
+#: The model card (intended use, data, figures, legal context), relative to the repository root
+#: the pipeline runs in; logged with every registered version, its summary in the descriptions.
+MODEL_CARD = Path("MODEL_CARD.md")
+#: MLflow's SQL stores keep at most this many characters of a model or version description.
+DESCRIPTION_LIMIT = 5000
 SERVING_REQUIREMENTS = ["onnxruntime-gpu==1.31.1", "dlib-bin==20.0.1.post1",
                         "face-recognition-models==0.3.0", "opencv-python-headless==5.0.0.93",
                         "numpy==2.4.6", "pillow==13.0.0"]  # fmt: skip
 
 
+def image_signature():
+    """The pyfunc's MLflow signature: a table with an ``image`` column of image bytes (base64
+    strings in JSON, as MLflow encodes binary columns) and an optional boolean ``crop``; the
+    ``explain`` parameter adds ``/explain``'s explanation to every face."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema([ColSpec("binary", "image"), ColSpec("boolean", "crop", required=False)])
+    return ModelSignature(inputs=inputs, params=ParamSchema([ParamSpec("explain", "boolean", False)]))
+
+
 class BundleModel(mlflow.pyfunc.PythonModel):
-    """pyfunc face-crop classifier: input N gray crops (N×H×W uint8), output N×7 logits."""
+    """pyfunc image model: per input row (``image`` bytes, optional ``crop``) the record the
+    service's ``/predict`` answers — ``faces`` (expression, the 7 probabilities, box, score,
+    principal), ``reason`` (``no_face`` / ``image_too_small`` when there are none) and ``model``
+    (the bundle's manifest sha256) — or, for bytes that are not a usable image, ``faces: []``
+    with ``/predict``'s ``error`` code and ``detail``. Face crops of all rows share one batch.
+    """
 
     def load_context(self, context) -> None:
-        self.predictor = Predictor(Path(context.artifacts["bundle"]))
+        bundle = Path(context.artifacts["bundle"])
+        self.predictor = Predictor(bundle)
+        self.model = f"bundle:{sha256(bundle / 'manifest.json')[:12]}"
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
-        crops = [np.asarray(crop, dtype=np.uint8) for crop in np.asarray(model_input)]
-        logits, _ = self.predictor.classify(crops)
-        return logits
+    def predict(self, context, model_input, params=None) -> list[dict[str, Any]]:
+        import base64
+
+        import pandas as pd
+
+        from ferops.serving import MIN_DETECT_SIDE, Limits, RequestError, decode_upload
+
+        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+        if "image" not in frame.columns:
+            raise ValueError(f"input needs an 'image' column of image bytes, got {list(frame.columns)}")
+        explain = bool((params or {}).get("explain", False))
+        crops_flag = frame["crop"] if "crop" in frame.columns else [False] * len(frame)
+        limits = Limits()
+        records: list[dict[str, Any]] = []
+        located: list[tuple[int, list, list]] = []
+        for data, is_crop in zip(frame["image"], crops_flag, strict=True):
+            record: dict[str, Any] = {"faces": [], "reason": None, "model": self.model}
+            records.append(record)
+            if isinstance(data, str):  # base64 text, when no signature decoded it
+                data = base64.b64decode(data)
+            try:
+                rgb = decode_upload(bytes(data), limits)
+            except RequestError as exc:
+                record.update(error=exc.error, detail=exc.detail)
+                continue
+            if min(rgb.shape[:2]) < MIN_DETECT_SIDE:
+                record["reason"] = "image_too_small"
+                continue
+            is_crop = bool(is_crop) if is_crop is not None and not pd.isna(is_crop) else False
+            faces, crops = self.predictor.locate(rgb, is_crop)
+            if not faces:
+                record["reason"] = "no_face"
+            located.append((len(records) - 1, faces, crops))
+        logits, features = self.predictor.classify([c for _, _, crops in located for c in crops])
+        start = 0
+        for index, faces, crops in located:
+            stop = start + len(crops)
+            records[index]["faces"] = self.predictor.describe(faces, logits[start:stop],
+                                                              features[start:stop], explain)  # fmt: skip
+            start = stop
+        return records
+
+
+def card_summary(card: str) -> str:
+    """The card's ``## Summary`` section (else the text before its second heading), stripped
+    of its heading: the registered model's description."""
+    lines = card.strip().splitlines()
+    start = next((i + 1 for i, line in enumerate(lines) if line.strip() == "## Summary"), 1)
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return "\n".join(lines[start:end]).strip()
+
+
+def version_description(summary: str, facts: dict[str, str]) -> str:
+    """A version's description: the card's summary, then this version's facts (a bullet each),
+    cut to :data:`DESCRIPTION_LIMIT` characters."""
+    bullets = "\n".join(f"- {key}: {value}" for key, value in facts.items())
+    text = f"{summary}\n\n**This version**\n\n{bullets}"
+    return text if len(text) <= DESCRIPTION_LIMIT else text[: DESCRIPTION_LIMIT - 1] + "…"
 
 
 def split_definition(rows: list[dict[str, str]]) -> str:
@@ -104,9 +181,13 @@ def promotion_gate(champion, test_accuracy: float, split_definition: str | None,
 
 
 def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, str],
-                    test_accuracy: float, margin: float = 0.0,
-                    name: str = MODEL_NAME) -> dict[str, Any]:  # fmt: skip
+                    test_accuracy: float, margin: float = 0.0, name: str = MODEL_NAME,
+                    card: Path | None = MODEL_CARD) -> dict[str, Any]:  # fmt: skip
     """Register ``bundle`` (idempotent) and apply the promotion gate; return the decision.
+
+    ``card`` (the model card, when the file exists) is logged with the version's artifacts as
+    ``MODEL_CARD.md``; its summary becomes the registered model's description and, with the
+    version's facts, the version's description. A bundle already registered is left as it is.
 
     The champion is read before anything is written: if the registry cannot say who the champion
     is, this raises and registers nothing (a later run gates the bundle afresh).
@@ -136,8 +217,14 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
         import onnx
 
         mlflow.onnx.log_model(onnx.load(str(Path(bundle) / "model.onnx")), name="onnx")
+        artifacts = {"bundle": str(bundle), "weights": str(weights)}
+        if card is not None and Path(card).is_file():
+            artifacts["model_card"] = str(card)
+        else:
+            log.warning("no model card at %s: the version gets no card and no description", card)
         info = mlflow.pyfunc.log_model(name="bundle", python_model=BundleModel(),
-                                       artifacts={"bundle": str(bundle), "weights": str(weights)},
+                                       artifacts=artifacts,
+                                       signature=image_signature(),
                                        pip_requirements=SERVING_REQUIREMENTS)  # fmt: skip
     version_tags = {**tags, "bundle_sha256": bundle_sha, "test_accuracy": f"{test_accuracy:.6f}"}
     version = mlflow.register_model(info.model_uri, name, tags=version_tags)
@@ -149,6 +236,15 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, number)
     client.set_model_version_tag(name, str(number), "promotion", f"{alias}: {reason}")
+    if "model_card" in artifacts:
+        summary = card_summary(Path(card).read_text(encoding="utf-8"))[:DESCRIPTION_LIMIT]
+        client.update_registered_model(name, description=summary)
+        facts = {"test accuracy": f"{test_accuracy:.4f}",
+                 "test split sha256": tags.get("split_definition", "unknown"),
+                 "git commit": tags.get("git_commit", "unknown"), "bundle sha256": bundle_sha,
+                 "run": run_id, "promotion at registration": f"{alias}: {reason}",
+                 "model card": "MODEL_CARD.md in this version's artifacts"}  # fmt: skip
+        client.update_model_version(name, str(number), description=version_description(summary, facts))
     decision.update(alias=alias, reason=reason,
                     champion=number if promote else int(champion.version))  # fmt: skip
     log.info("%s v%d → %s (%s)", name, number, alias, reason)

@@ -22,6 +22,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 EXPERIMENT = "ferops"
+#: MLflow 3's UI opens an experiment by this tag: without it, an experiment may open in the GenAI
+#: view (traces); ``custom_model_development`` opens it on its training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def tracking_uri() -> str:
@@ -72,12 +76,24 @@ def dvc_data_hash(data: Path, root: Path = Path(".")) -> str:
     return "unknown"
 
 
+def open_experiment(name: str = EXPERIMENT):
+    """Make ``name`` the active experiment (created when missing), marked as model training so
+    MLflow 3's UI shows its runs; returns the experiment."""
+    import mlflow
+
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                                 EXPERIMENT_KIND)  # fmt: skip
+    return experiment
+
+
 def start_run(run_file: Path, run_name: str, tags: dict[str, str]) -> str:
     """Open a new run in the ``ferops`` experiment, write its id to ``run_file``, return it."""
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())
-    experiment = mlflow.set_experiment(EXPERIMENT)
+    experiment = open_experiment(EXPERIMENT)
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         run_id = run.info.run_id
     Path(run_file).parent.mkdir(parents=True, exist_ok=True)
