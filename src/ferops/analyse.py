@@ -42,12 +42,12 @@ from typing import Any
 
 import numpy as np
 
+from ferops.data import IMAGE_SUFFIXES
 from ferops.images import ImageDecodeError, read_image
 from ferops.inference import Predictor
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"})
 VIDEO_SUFFIXES = frozenset(
     {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv"}
 )
