@@ -123,6 +123,20 @@ def test_important_inputs_hold_for_the_input(explainer: Explainer, synthetic) ->
         assert (value <= threshold) if item["op"] == "<=" else (value > threshold)
 
 
+def test_explanation_flags_rules_that_disagree_with_the_network(
+    explainer: Explainer, synthetic
+) -> None:
+    """The synthetic 'network' says Happy only when feature11 > 0.7: a face it calls Happy below
+    that is flagged (``tree_agrees`` false), one above it is not."""
+    x, _ = synthetic
+    logits = np.zeros(len(CLASSES))
+    logits[CLASSES.index("Happy")] = 5
+    below = x[(x[:, 10] < 0.5) & (x[:, 299] > 0.3)][0]
+    above = x[x[:, 10] > 0.8][0]
+    assert explainer.explain(below, logits)["rules_fired"]["tree_agrees"] is False
+    assert explainer.explain(above, logits)["rules_fired"]["tree_agrees"] is True
+
+
 def test_more_oracle_answers_give_rules_that_agree_more_on_new_inputs() -> None:
     """TREPAN's argument: the 'network' (an oblique boundary the trees can only approximate) is
     asked about more inputs → the depth-4 tree agrees with it more on inputs it never saw."""
