@@ -3,6 +3,10 @@
 For each class c a depth-limited tree learns *the network's* decision "predicted == c" from the
 512 penultimate features. Trees are exported as plain arrays (:class:`ferops.explanation.Tree`)
 so serving never unpickles anything.
+
+The network is the oracle (TREPAN, Craven & Shavlik 1996): the trees learn its answers, not human
+labels, so it can be asked about as many faces as we have — :func:`ask_network` queries it on
+any gray faces through the evaluation transform, :func:`oracle_faces` gathers the faces.
 """
 
 from __future__ import annotations
@@ -14,8 +18,11 @@ from typing import Any
 
 import numpy as np
 from sklearn.tree import DecisionTreeClassifier
+from tqdm import tqdm
 
-from ferops.explanation import Tree, rule_text, simplify
+from ferops.explanation import LEAF, Tree, rule_text, simplify
+from ferops.model import FerResNet
+from ferops.training import FaceSet, predict
 
 
 @dataclass(frozen=True)
@@ -27,10 +34,23 @@ class RuleConfig:
     criterion: str = "gini"
     seed: int = 42
     depth_curve: tuple[int, ...] = (1, 2, 3, 4, 5, 6, 8)
+    #: FER2013 train faces the network is asked about: a seeded random subset of this many
+    #: (0 = none; more than there are = all 28,709).
+    fer2013_faces: int = 10000
+    #: Also ask about the mirror image of each of those FER2013 faces.
+    flip: bool = True
+    #: Where the network runs while it is asked (``auto`` | ``cpu`` | ``cuda``).
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_depth < 1 or self.min_samples_leaf < 1:
             raise ValueError("max_depth and min_samples_leaf must be >= 1")
+        if self.fer2013_faces < 0:
+            raise ValueError(f"fer2013_faces must be >= 0, got {self.fer2013_faces}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device {self.device!r} is not one of auto, cpu, cuda")
+        if not self.depth_curve or min(self.depth_curve) < 1:
+            raise ValueError(f"depth_curve needs depths >= 1, got {list(self.depth_curve)}")
         if self.criterion not in ("gini", "entropy", "log_loss"):
             raise ValueError(f"criterion {self.criterion!r} is not one of gini, entropy, log_loss")
 
@@ -50,9 +70,72 @@ def fit_tree(features: np.ndarray, target: np.ndarray, config: RuleConfig, depth
                  "positive": positive, "samples": tree.n_node_samples})  # fmt: skip
 
 
+def truncate(tree: Tree, depth: int) -> Tree:
+    """``tree`` cut at ``depth``: nodes at that depth become leaves voting with their own share.
+
+    A greedy top-down tree grown to a larger depth holds, above ``depth``, the splits a tree fitted
+    with ``max_depth=depth`` would choose, so one deep fit gives the whole depth curve.
+    """
+    left, right = tree.left.copy(), tree.right.copy()
+    stack = [(0, 0)]
+    while stack:
+        node, level = stack.pop()
+        if left[node] == LEAF:
+            continue
+        if level >= depth:
+            left[node] = right[node] = LEAF
+        else:
+            stack += [(int(left[node]), level + 1), (int(right[node]), level + 1)]
+    data = tree.to_dict() | {"children_left": left, "children_right": right}
+    return Tree(data)
+
+
 def fidelity(tree: Tree, features: np.ndarray, target: np.ndarray) -> float:
     """Share of rows where the tree's vote equals the network's decision."""
     return float((tree.predict(features) == target.astype(bool)).mean())
+
+
+def oracle_faces(
+    augmented: Sequence[np.ndarray], fer2013: np.ndarray, config: RuleConfig
+) -> tuple[list[np.ndarray], list[str]]:
+    """The faces the network is asked about — never a test-split face — and where each is from.
+
+    Every augmented SFEW training face (the augment stage's originals, flips, stretches), then
+    ``config.fer2013_faces`` FER2013 train faces picked at random with ``config.seed`` (all when
+    there are fewer), then their mirror images (same order) when ``config.flip``.
+    """
+    count = min(config.fer2013_faces, len(fer2013))
+    # The first ``count`` of one seeded permutation: a smaller subset is a prefix of a larger one.
+    picked = np.random.default_rng(config.seed).permutation(len(fer2013))[:count]
+    faces = [np.asarray(face) for face in augmented] + [fer2013[i] for i in picked]
+    sources = ["sfew_augmented"] * len(augmented) + ["fer2013"] * count
+    if config.flip:
+        faces += [np.ascontiguousarray(fer2013[i][:, ::-1]) for i in picked]
+        sources += ["fer2013_flip"] * count
+    return faces, sources
+
+
+def ask_network(
+    model: FerResNet,
+    faces: Sequence[np.ndarray],
+    resize: int,
+    side: int,
+    device: str = "auto",
+    chunk: int = 2048,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The oracle's answers: (512 features N×512 float32, predicted class index N) for gray uint8
+    faces, through :func:`ferops.training.predict` (short side to ``resize``, centre
+    ``side``×``side`` crop) — the evaluate stage's and the exported model's transform."""
+    if not len(faces):
+        raise ValueError("the network needs at least one face to answer")
+    features, decisions = [], []
+    for start in tqdm(range(0, len(faces), chunk), desc="asking the network", unit="chunk"):
+        part = faces[start : start + chunk]
+        data = FaceSet(part, np.zeros(len(part), dtype=np.int64), resize)
+        logits, feats = predict(model, data, side, device=device)
+        features.append(feats)
+        decisions.append(logits.argmax(1))
+    return np.concatenate(features), np.concatenate(decisions)
 
 
 @dataclass
