@@ -157,3 +157,12 @@ def test_fit_mixes_a_second_set_into_batches_and_distils() -> None:
         fit(FerResNet(), sfew, None, config)
     with pytest.raises(ValueError, match="no teacher soft labels"):
         fit(FerResNet(), FaceSet(images, [0] * 12, 18), None, config, extra=extra)
+
+
+def test_chunks_cover_the_batch_and_never_leave_one_face_alone() -> None:
+    from ferops.training import chunks
+
+    assert chunks(64, 32) == [slice(0, 32), slice(32, 64)]
+    assert chunks(55, 32) == [slice(0, 32), slice(32, 55)]
+    assert chunks(33, 32) == [slice(0, 33)]  # a lone 33rd face joins the first chunk
+    assert chunks(1, 32) == [slice(0, 1)] and chunks(0, 32) == []

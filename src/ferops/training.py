@@ -244,13 +244,24 @@ def _set_frozen(model: FerResNet, blocks: int, frozen: bool) -> None:
             p.requires_grad_(not frozen)
 
 
+def chunks(total: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering ``total`` items; a lone last item joins
+    the chunk before it (BatchNorm cannot train on one face whose last feature map is 1×1)."""
+    starts = list(range(0, total, size))
+    if len(starts) > 1 and total - starts[-1] == 1:
+        starts.pop()
+    return [slice(a, b) for a, b in zip(starts, starts[1:] + [total] * bool(starts), strict=True)]
+
+
 def _mixed_batch(
     train: FaceSet, indices: np.ndarray, extra: FaceSet | None, extra_indices: np.ndarray | None,
     config: TrainConfig, rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One training batch (random crops): ``train[indices]`` then ``extra[extra_indices]``, and
-    the teacher logits of both when distilling (else ``None``). One batch, so BatchNorm
-    normalises both sources together, as they will be served."""
+    the teacher logits of both when distilling (else ``None``). :func:`fit` runs it through the
+    network in chunks of ``micro_batch or batch_size`` faces (:func:`chunks`): with
+    ``extra_share`` 0.5 the SFEW half and the extra half are separate chunks, so BatchNorm sees
+    each source's own batch statistics (the recipe as searched and shipped)."""
     sources = [(train, indices)] + ([(extra, extra_indices)] if extra_indices is not None else [])
     xs, ys, softs = [], [], []
     for source, picks in sources:
@@ -313,8 +324,7 @@ def fit(
             optimiser.zero_grad(set_to_none=True)
             x, y, soft = _mixed_batch(train, batch, extra, rng.integers(0, len(extra), n_extra)
                                       if n_extra else None, config, rng)  # fmt: skip
-            for c0 in range(0, len(y), chunk):
-                part = slice(c0, c0 + chunk)
+            for part in chunks(len(y), chunk):
                 xs, ys = x[part].to(device, memory_format=torch.channels_last), y[part].to(device)
                 if config.mixup_alpha > 0:
                     lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
