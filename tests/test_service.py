@@ -73,7 +73,8 @@ def model_tag(mlflow_server: str, bundle: tuple[Path, Path], bento_home: Path) -
     with mlflow.start_run() as run:
         run_id = run.info.run_id
     decision = register_bundle(*bundle, run_id, {"split_definition": "t"}, 0.5, name=MODEL_NAME)
-    assert decision["alias"] == "champion"
+    # another test module of the session may have registered this same (deterministic) bundle
+    assert "champion" in ([decision["alias"]] if "alias" in decision else decision["aliases"])
     cmd = [sys.executable, "-m", "ferops.cli", "--name", MODEL_NAME, "import-bento"]
     env = _env(bento_home, MLFLOW_TRACKING_URI=mlflow_server)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
@@ -113,7 +114,7 @@ def test_info_reports_model_and_real_providers(service: str, model_tag: str) -> 
     assert info["metadata"]["mlflow_name"] == MODEL_NAME and info["metadata"]["mlflow_alias"] == "champion"
     assert info["providers"][0] == ("CUDAExecutionProvider" if _has_gpu() else "CPUExecutionProvider")
     assert info["batching"] is True and info["max_batch_size"] > 1
-    assert [step["detector"] for step in info["detection_cascade"]] == ["hog"]
+    assert [step["detector"] for step in info["detection_cascade"]] == ["yunet"]
     spec = requests.get(f"{service}/docs.json", timeout=30).json()
     assert {"/detect", "/predict", "/explain", "/info"} <= set(spec["paths"])
     assert "no_face" in json.dumps(spec["paths"]["/detect"])  # the documented no-face answer
