@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = dict(load_section(args.params, "explain"))
-    section["depth_curve"] = tuple(section.get("depth_curve", RuleConfig.depth_curve))
-    config = RuleConfig(**section)
+    config = RuleConfig.from_section(load_section(args.params, "explain"))
     x_test, p_test = load_features(args.features)["test"]
     model, meta = load_checkpoint(args.model)
     augmented, _, _ = load_augmented(args.augmented)
@@ -94,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     _plot_curve(curve, config.max_depth, args.plots / "depth_curve.png")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    bundle = {"classes": list(CLASSES), "features": FEATURES, "config": section,
+    bundle = {"classes": list(CLASSES), "features": FEATURES, "config": asdict(config),
               "target": "network prediction == class (one-vs-rest)",
               "trees": {n: t.to_dict() for n, t in trees.items()},
               "rules": {n: {"text": r.text, "rules": r.rules} for n, r in rules.items()},

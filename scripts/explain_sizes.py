@@ -51,9 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = dict(load_section(args.params, "explain"))
-    section["depth_curve"] = tuple(section.get("depth_curve", RuleConfig.depth_curve))
-    config = RuleConfig(**section)
+    config = RuleConfig.from_section(load_section(args.params, "explain"))
     splits = load_features(args.features)
     x_test, p_test = splits["test"]
     results = [{"fitted_on": "SFEW train features (before)", "faces": len(splits["train"][0]),

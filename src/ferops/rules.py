@@ -42,6 +42,13 @@ class RuleConfig:
     #: Where the network runs while it is asked (``auto`` | ``cpu`` | ``cuda``).
     device: str = "auto"
 
+    @classmethod
+    def from_section(cls, section: dict[str, Any]) -> RuleConfig:
+        """The ``explain`` section of params.yaml (unknown keys raise, as the dataclass does)."""
+        section = dict(section)
+        section["depth_curve"] = tuple(section.get("depth_curve", cls.depth_curve))
+        return cls(**section)
+
     def __post_init__(self) -> None:
         if self.max_depth < 1 or self.min_samples_leaf < 1:
             raise ValueError("max_depth and min_samples_leaf must be >= 1")
