@@ -17,7 +17,9 @@ web page is at ``/ui/``.
 Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu|cuda,
 ``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_DETECT_STEPS`` (steps of
 the bundle's detection cascade to use, 0 = all, the default), ``FEROPS_MAX_UPLOAD_BYTES``,
-``FEROPS_MAX_PIXELS``. Error answers are documented in ``ferops.serving``.
+``FEROPS_MAX_PIXELS``, ``FEROPS_MAX_ASPECT``, ``FEROPS_MAX_QUEUE`` (requests per lane before
+503 + ``Retry-After``), ``FEROPS_MAX_WAIT_S`` (see ``ferops.serving.Limits``). Error answers
+are documented in ``ferops.serving``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,6 @@ import asyncio
 import logging
 import os
 import sys
-import threading
 from pathlib import Path
 
 # In a built bento the package sits in src/ beside this file (bentofile.yaml includes it);
@@ -38,6 +39,7 @@ if (_SRC / "ferops").is_dir() and str(_SRC) not in sys.path:
 import bentoml
 import numpy as np
 
+from ferops.faces import MAX_CROP_ASPECT
 from ferops.inference import Predictor
 from ferops.serving import (
     BENTO_MODEL,
@@ -48,6 +50,7 @@ from ferops.serving import (
     PredictResponse,
     RequestError,
     RequestGuard,
+    WorkLane,
     decode_upload,
     public_metadata,
     ui_app,
@@ -108,7 +111,8 @@ class FerClassifier:
         return self._forward(batch)
 
 
-@bentoml.service(name="ferops", workers=1, traffic={"timeout": 120, "max_concurrency": 64})
+#: BentoML answers 429 past max_concurrency; below it the lanes decide (503 + Retry-After).
+@bentoml.service(name="ferops", workers=1, traffic={"timeout": 120, "max_concurrency": 128})
 class FerService:
     """Face detection, expression prediction and explanation for uploaded images."""
 
@@ -122,22 +126,27 @@ class FerService:
         self.limits = Limits.from_env()
         self.batching = os.environ.get("FEROPS_BATCHING", "1") != "0"
         self.tag = str(self.model.tag)
-        # YuNet keeps its input size between calls; dlib's detectors are not documented as
-        # thread-safe: one detection at a time per worker.
-        self._detector = threading.Lock()
+        # Decoding and detection run in two bounded lanes (one thread each, so each detector is
+        # used by one thread): full frames, and crop=true crops, which never wait behind frames.
+        self.lanes = {crop: WorkLane("crops" if crop else "frames", self.limits.max_queue,
+                                     self.limits.max_wait_s) for crop in (False, True)}  # fmt: skip
         self._in_flight = 0  # classifier calls of this worker now waiting (one event loop)
         log.info("serving %s; batching %s; limits %s", self.tag, self.batching, self.limits)
 
     # -- plain methods shared by the endpoints (an API must not call another API) --
 
     def _locate(self, data: bytes, is_crop: bool):
-        rgb = decode_upload(data, self.limits)
+        """Decode (shape checked on the header first) and find the faces: runs in a lane."""
+        rgb = decode_upload(data, self.limits, MAX_CROP_ASPECT if is_crop else None)
         height, width = rgb.shape[:2]
-        if min(height, width) < MIN_DETECT_SIDE:
-            return [], [], "image_too_small", (width, height)
-        with self._detector:
-            faces, crops = self.predictor.locate(rgb, is_crop)
+        if min(height, width) < MIN_DETECT_SIDE:  # a crop that small holds no face we can see
+            return [], [], "no_face" if is_crop else "image_too_small", (width, height)
+        faces, crops = self.predictor.locate(rgb, is_crop)
         return faces, crops, None if faces else "no_face", (width, height)
+
+    async def _find(self, image: Path, is_crop: bool):
+        """:meth:`_locate` in the request's lane (a full lane answers 503 at once)."""
+        return await self.lanes[is_crop].run(self._locate, image.read_bytes(), is_crop)
 
     async def _classify(self, batch: np.ndarray, attempts: int = 3) -> np.ndarray:
         """The classifier service's N×(7+512) answer. Pooled keep-alive connections to it can be
@@ -166,7 +175,7 @@ class FerService:
 
     async def _analyse(self, image: Path, crop: bool, explain: bool):
         try:
-            faces, crops, reason, _ = await asyncio.to_thread(self._locate, image.read_bytes(), crop)
+            faces, crops, reason, _ = await self._find(image, crop)
         except RequestError as exc:
             return exc.response()
         out = []
@@ -192,6 +201,10 @@ class FerService:
             "max_latency_ms": MAX_LATENCY_MS,
             "max_upload_bytes": self.limits.max_upload_bytes,
             "max_pixels": self.limits.max_pixels,
+            "max_aspect": {"image": self.limits.max_aspect, "crop": MAX_CROP_ASPECT},
+            "max_queue_per_lane": self.limits.max_queue,
+            "max_wait_s": self.limits.max_wait_s,
+            "max_faces": self.predictor.face_config.max_faces,
             "detection_cascade": self.predictor.face_config.to_dict()["cascade"],
         }
 
@@ -201,7 +214,7 @@ class FerService:
         No face: 200 with ``faces: []`` and ``reason: "no_face"`` (or ``"image_too_small"``).
         Bad uploads: 4xx ``{"error", "detail"}``."""
         try:
-            faces, _, reason, (width, height) = await asyncio.to_thread(self._locate, image.read_bytes(), False)
+            faces, _, reason, (width, height) = await self._find(image, False)
         except RequestError as exc:
             return exc.response()
         return DetectResponse(faces=faces, reason=reason, width=width, height=height)

@@ -190,11 +190,10 @@ def _bad_inputs(frame: Path) -> list[tuple[str, dict, int, str | None]]:
         ("crop_black", {"data": _encode(np.zeros((96, 96, 3), np.uint8)), "form": {"crop": "true"}}, 200, "no_face"),
         ("crop_noise", {"data": _encode(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)),
                         "form": {"crop": "true"}}, 200, "no_face"),
-        ("crop_one_pixel", {"data": _encode(rgb[:1, :1]), "form": {"crop": "true"}}, 200, "image_too_small"),
-        ("crop_2x12M", {"data": _encode(np.zeros((2, 12_000_000), np.uint8)), "form": {"crop": "true"}}, 200,
-         "image_too_small"),
-        ("crop_sliver_8x4000", {"data": _encode(np.zeros((8, 4000), np.uint8) + 90), "form": {"crop": "true"}}, 200,
-         "image_too_small"),
+        ("crop_one_pixel", {"data": _encode(rgb[:1, :1]), "form": {"crop": "true"}}, 200, "no_face"),
+        ("crop_sliver_8x4000", {"data": _encode(np.zeros((8, 4000), np.uint8) + 90), "form": {"crop": "true"}}, 422,
+         "bad_aspect"),
+        ("frame_sliver_16x4000", {"data": _encode(np.zeros((16, 4000), np.uint8) + 90)}, 422, "bad_aspect"),
         ("json_instead_of_upload", {"json": {"image": "aGVsbG8="}}, 400, None),
         ("wrong_field_name", {"files": {"picture": ("f.png", _encode(rgb))}}, 400, "bad_form"),
         ("crop_flag_as_file", {"files": {"image": ("f.jpg", jpeg), "crop": ("c.jpg", jpeg)}}, 400, "bad_form"),
@@ -231,6 +230,88 @@ def test_bad_inputs_get_defined_answers_and_the_server_survives(service: str, cl
     assert len(outcomes) >= 20 and all(s < 500 for s in outcomes.values())
     assert requests.get(f"{service}/readyz", timeout=10).status_code == 200
     assert _post(service, "predict", clear_frame.read_bytes()).json()["faces"]
+
+
+def _hostile_crops() -> dict[str, bytes]:
+    """Tiny PNGs of huge, thin images (35-45 KB each): once 500s and 13-21 s of CPU."""
+    shapes = {"2x12M": (2, 12_000_000), "4x6M": (4, 6_000_000), "6Mx4": (6_000_000, 4)}
+    return {kind: _encode(np.zeros(shape, np.uint8)) for kind, shape in shapes.items()}
+
+
+def test_hostile_crops_get_a_4xx_at_once_while_a_valid_request_is_answered(
+        service: str, clear_frame: Path) -> None:  # fmt: skip
+    frame = clear_frame.read_bytes()
+    with ThreadPoolExecutor(4) as pool:
+        valid = pool.submit(_post, service, "explain", frame)
+        for kind, data in _hostile_crops().items():
+            answer = _post(service, "predict", data, crop="true")
+            assert answer.status_code == 422 and answer.json()["error"] == "bad_aspect", kind
+            # refused on the header: milliseconds (was 13-21 s); 2 s leaves room for a busy CI
+            assert answer.elapsed.total_seconds() < 2.0, (kind, answer.elapsed)
+        assert valid.result().status_code == 200 and valid.result().json()["faces"]
+
+
+@pytest.fixture(scope="module")
+def small_queue_service(model_tag: str, bento_home: Path):
+    """The same model served with lanes of 2 requests: overload is easy to reach."""
+    proc, handle, url = _serve("service:FerService", bento_home, bento_home / "small.log",
+                               FEROPS_MAX_QUEUE="2")  # fmt: skip
+    try:
+        yield url, proc
+    finally:
+        stop_process_group(proc)
+        handle.close()
+
+
+def test_overload_answers_503_with_retry_after_and_crops_do_not_wait(
+        small_queue_service, clear_frame: Path, fer_root: Path) -> None:  # fmt: skip
+    """12 big frames at once into a frame lane of 2: the rest get 503 + Retry-After at once,
+    never a 500; a crop sent meanwhile is answered from its own lane; afterwards all is well."""
+    url, _ = small_queue_service
+    rgb = read_image(clear_frame)
+    big = _encode(np.asarray(Image.fromarray(rgb).resize((2880, 2304))), "JPEG", quality=90)
+    crop = next((fer_root / "publictest" / "Happy").iterdir()).read_bytes()
+    with ThreadPoolExecutor(13) as pool:
+        frames = [pool.submit(_post, url, "predict", big) for _ in range(12)]
+        crop_answer = pool.submit(_post, url, "predict", crop, crop="true").result()
+        answers = [f.result() for f in frames]
+    codes = sorted(a.status_code for a in answers)
+    assert set(codes) <= {200, 503} and 200 in codes and 503 in codes, codes
+    for answer in answers:
+        if answer.status_code == 503:
+            assert answer.json()["error"] == "overloaded", answer.text
+            assert int(answer.headers["Retry-After"]) >= 1
+    assert crop_answer.status_code == 200 and len(crop_answer.json()["faces"]) == 1, crop_answer.text
+    assert _post(url, "predict", clear_frame.read_bytes()).status_code == 200
+
+
+def test_a_dead_classifier_is_a_503_and_comes_back(small_queue_service, clear_frame: Path) -> None:
+    """SIGKILL the network's process: answers are 503 (never 500) until BentoML has restarted
+    it, then 200 again."""
+    import signal
+    import time
+
+    import psutil
+
+    url, proc = small_queue_service
+    frame = clear_frame.read_bytes()
+    assert _post(url, "predict", frame).status_code == 200
+    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+               if "ferops-classifier" in " ".join(p.cmdline())]  # fmt: skip
+    assert workers, "no classifier process found"
+    for worker in workers:
+        worker.send_signal(signal.SIGKILL)
+    seen, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        answer = _post(url, "predict", frame)
+        seen.append(answer.status_code)
+        assert answer.status_code in (200, 503), answer.text[:300]
+        if answer.status_code == 503:
+            assert answer.json()["error"] == "classifier_unavailable", answer.text
+        elif answer.json()["faces"]:
+            break
+        time.sleep(0.5)
+    assert seen[-1] == 200, seen
 
 
 def test_unusual_but_valid_images_are_answered_correctly(service: str, clear_frame: Path) -> None:

@@ -27,12 +27,15 @@ class ImageDecodeError(ValueError):
         self.detail = detail
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
+                 max_aspect: float | None = None) -> np.ndarray:  # fmt: skip
     """Decode image bytes (any format Pillow reads) to an RGB ``uint8`` array.
 
     EXIF orientation is applied; palette, gray, 16-bit, CMYK and alpha images are converted to
     RGB (alpha is composited on white). Raises :class:`ImageDecodeError` for empty, truncated,
-    non-image or oversized input.
+    non-image or oversized input; with ``max_aspect``, also for an image whose long side is more
+    than ``max_aspect`` times its short side (``bad_aspect``). Size and shape are checked on the
+    header, before a pixel is decoded.
     """
     if not data:
         raise ImageDecodeError("empty", "the file has zero bytes")
@@ -48,6 +51,11 @@ def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarra
                     raise ImageDecodeError(
                         "too_many_pixels",
                         f"{width}x{height} = {width * height} pixels exceeds {max_pixels}",
+                    )
+                if max_aspect is not None and max(width, height) > max_aspect * min(width, height):
+                    raise ImageDecodeError(
+                        "bad_aspect",
+                        f"{width}x{height} is more than {max_aspect:g} times longer than wide",
                     )
                 img.load()
                 img = ImageOps.exif_transpose(img)
@@ -73,13 +81,16 @@ def read_image(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
 
 def _to_rgb(img: Image.Image) -> np.ndarray:
     """Convert any Pillow mode to RGB uint8, scaling high bit depths instead of clipping."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+    if img.mode.startswith("I;16"):  # integer scaling: 4 bytes a pixel, no float copies
+        gray = (np.asarray(img).astype(np.uint32) * 255 // 65535).astype(np.uint8)
+        return np.repeat(gray[..., None], 3, axis=2)
+    if img.mode == "I":
+        arr = np.asarray(img, dtype=np.float32)
+        top = max(float(arr.max()), 1.0)
         gray = np.clip(arr / top * 255.0, 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
     if img.mode == "F":
-        arr = np.asarray(img, dtype=np.float64)
+        arr = np.asarray(img, dtype=np.float32)
         lo, hi = float(arr.min()), float(arr.max())
         gray = ((arr - lo) / (hi - lo or 1.0) * 255.0).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)

@@ -172,6 +172,9 @@ class Predictor:
             cascade = self.face_config.cascade[:cascade_steps]
             self.face_config = replace(self.face_config, cascade=cascade)
         self.detector = FaceDetector(self.face_config, bundle / YUNET_FILE)
+        # crop=true crops get their own detector: a server may run them beside frames, in
+        # another thread (a detector is used by one thread at a time)
+        self.crop_detector = FaceDetector(self.face_config, bundle / YUNET_FILE)
         self.explainer = Explainer.load(bundle / "rules.json")
         self.max_side = max_side
         self.session = make_session(bundle / "model.onnx", providers) if load_model else None
@@ -203,12 +206,14 @@ class Predictor:
     def locate(self, rgb: np.ndarray, is_crop: bool = False) -> tuple[list[dict | None], list[np.ndarray]]:
         """Face records and gray face chips of an RGB image. With ``is_crop`` the image is one
         face crop of any tightness: its landmarks are found inside it and it is aligned like
-        every other face (record ``None``); a crop with no face in it gives no chip."""
+        every other face (record ``None``); a crop with no face in it gives no chip. A crop
+        is shrunk to ``max_side`` first, like a frame (its face is aligned to a 64 px chip)."""
         if is_crop:
             height, width = rgb.shape[:2]
             if max(height, width) > MAX_CROP_ASPECT * min(height, width):
                 return [], []  # a sliver holds no face: refused before any pixel work
-            chip = self.detector.chip_from_crop(to_gray(rgb))
+            work, _ = fit_within(rgb, self.max_side)
+            chip = self.crop_detector.chip_from_crop(to_gray(work))
             return ([], []) if chip is None else ([None], [chip])
         faces, work, scale = self.detect(rgb)
         crops = [self.detector.crop(work, face) for face in faces]

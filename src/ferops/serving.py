@@ -11,19 +11,33 @@ code           status meaning
 too_large      413    upload body over the byte limit (``FEROPS_MAX_UPLOAD_BYTES``)
 bad_form       400    malformed multipart body, missing ``image``, unknown or misplaced fields
 too_many_pixels 413   image over the pixel limit (``FEROPS_MAX_PIXELS``), checked before decoding
+bad_aspect     422    long side over ``FEROPS_MAX_ASPECT`` (8) × the short side, or over
+                      :data:`~ferops.faces.MAX_CROP_ASPECT` (4) × for ``crop=true``; checked
+                      on the header, before decoding
 empty          400    zero-byte upload
 not_an_image   415    no image format Pillow knows (text, HTML, PDF, SVG …)
 corrupt        422    an image format, but truncated or damaged
 bad_size       422    an image with a zero width or height
+unprocessable  422    decoding or detection failed in a way no check above names (logged)
+overloaded     503    the request's work queue is full; ``Retry-After`` says when to retry
+timeout        503    the request waited longer than its lane's deadline and was dropped unrun
+classifier_unavailable 503 the network's process is unreachable (restarting); retry
 ============== ====== ==========================================================
 
-An image without a face is not an error: 200 with ``faces: []`` and ``reason: "no_face"``.
+An image without a face is not an error: 200 with ``faces: []`` and ``reason: "no_face"``
+(a ``crop=true`` upload too small or too plain to hold one included).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import math
 import os
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +52,9 @@ if TYPE_CHECKING:
 
 #: HTTP status per :class:`~ferops.images.ImageDecodeError` reason.
 STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "bad_size": 422,
-          "too_many_pixels": 413, "unreadable": 422}  # fmt: skip
+          "too_many_pixels": 413, "unreadable": 422, "bad_aspect": 422}  # fmt: skip
+
+log = logging.getLogger(__name__)
 
 #: Smallest side (pixels) on which face detection is attempted.
 MIN_DETECT_SIDE = 16
@@ -90,7 +106,9 @@ def redact_uri(uri: str) -> str:
     scheme comes back unchanged, one that cannot be parsed as ``<redacted>``."""
     try:
         parts = urlsplit(uri)
-        if not parts.scheme or ("@" not in parts.netloc and not parts.query and not parts.fragment):
+        if not parts.scheme or (
+            "@" not in parts.netloc and not parts.query and not parts.fragment
+        ):
             return uri  # rebuilt, "sqlite:///x" would lose a slash
         host = parts.netloc.rpartition("@")[2]
         return urlunsplit((parts.scheme, host, parts.path, "", ""))
@@ -110,6 +128,12 @@ class Limits:
 
     max_upload_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 25_000_000
+    #: Long side / short side of a whole image (a 32:9 panorama is 3.6); crops: MAX_CROP_ASPECT.
+    max_aspect: float = 8.0
+    #: Requests queued or running per work lane (frames, crops) before new ones get a 503.
+    max_queue: int = 32
+    #: Seconds a request may wait in its lane; one still queued after that is dropped unrun.
+    max_wait_s: float = 10.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
@@ -117,9 +141,13 @@ class Limits:
         limits = cls(
             max_upload_bytes=int(env.get("FEROPS_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
             max_pixels=int(env.get("FEROPS_MAX_PIXELS", cls.max_pixels)),
+            max_aspect=float(env.get("FEROPS_MAX_ASPECT", cls.max_aspect)),
+            max_queue=int(env.get("FEROPS_MAX_QUEUE", cls.max_queue)),
+            max_wait_s=float(env.get("FEROPS_MAX_WAIT_S", cls.max_wait_s)),
         )
-        if limits.max_upload_bytes <= 0 or limits.max_pixels <= 0:
-            raise ValueError(f"upload limits must be positive, got {limits}")
+        if min(limits.max_upload_bytes, limits.max_pixels, limits.max_queue) <= 0 or \
+                limits.max_aspect < 1 or limits.max_wait_s <= 0:  # fmt: skip
+            raise ValueError(f"upload limits must be positive (aspect >= 1), got {limits}")
         return limits
 
 
@@ -127,9 +155,12 @@ class RequestError(Exception):
     """An error answer: HTTP status (4xx for the client's input, 503 when the classifier is
     unreachable), a machine-readable code and a human reason, sent as JSON."""
 
-    def __init__(self, status: int, error: str, detail: str) -> None:
+    def __init__(
+        self, status: int, error: str, detail: str, retry_after: int | None = None
+    ) -> None:
         super().__init__(f"{status} {error}: {detail}")
         self.status, self.error, self.detail = status, error, detail
+        self.retry_after = retry_after  # seconds, sent as ``Retry-After`` (503s)
 
     @classmethod
     def from_decode(cls, exc: ImageDecodeError) -> RequestError:
@@ -138,17 +169,81 @@ class RequestError(Exception):
     def response(self):
         from starlette.responses import JSONResponse
 
-        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status)
+        headers = None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
+        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status,
+                            headers=headers)  # fmt: skip
 
 
-def decode_upload(data: bytes, limits: Limits):
-    """Upload bytes → RGB array, or :class:`RequestError` with the reason."""
+def decode_upload(data: bytes, limits: Limits, max_aspect: float | None = None):
+    """Upload bytes → RGB array, or :class:`RequestError` with the reason. ``max_aspect``
+    (default ``limits.max_aspect``) bounds the shape, checked on the header."""
     if len(data) > limits.max_upload_bytes:
-        raise RequestError(413, "too_large", f"{len(data)} bytes exceeds {limits.max_upload_bytes}")
+        raise RequestError(
+            413, "too_large", f"{len(data)} bytes exceeds {limits.max_upload_bytes}"
+        )
     try:
-        return decode_image(data, max_pixels=limits.max_pixels)
+        return decode_image(data, max_pixels=limits.max_pixels,
+                            max_aspect=limits.max_aspect if max_aspect is None else max_aspect)  # fmt: skip
     except ImageDecodeError as exc:
         raise RequestError.from_decode(exc) from exc
+
+
+class WorkLane:
+    """One worker thread and a bounded queue for one kind of CPU work (decode + detection).
+
+    The service keeps one lane for full frames and one for ``crop=true`` crops, so a crop never
+    waits behind frames. :meth:`run` answers at once with a 503 ``overloaded`` (and a
+    ``Retry-After`` estimated from the recent time per job) when ``max_queue`` requests are
+    already queued or running; a job still queued ``max_wait_s`` after it arrived is dropped
+    unrun (503 ``timeout``), and one whose request was cancelled (BentoML's request timeout)
+    is never started — a client that gave up costs no CPU. An unexpected exception in the job
+    becomes a 422 ``unprocessable`` (logged with its traceback), never a 500.
+
+    Used from one event loop (a BentoML worker), which is the only writer of the counters.
+    """
+
+    def __init__(self, name: str, max_queue: int, max_wait_s: float) -> None:
+        self.name, self.max_queue, self.max_wait_s = name, max_queue, max_wait_s
+        self.waiting = 0  # requests queued or running
+        self.seconds_per_job = 0.05  # running mean (exponential), seeds Retry-After
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ferops-{name}")
+
+    def retry_after(self) -> int:
+        """Seconds after which the current backlog should have drained (at least 1)."""
+        return max(1, math.ceil(self.waiting * self.seconds_per_job))
+
+    async def run(self, job: Callable[..., Any], *args: Any) -> Any:
+        """``job(*args)`` on this lane's thread; see the class for the error answers."""
+        if self.waiting >= self.max_queue:
+            raise RequestError(503, "overloaded", f"{self.waiting} {self.name} requests in progress "
+                               f"(at most {self.max_queue}); retry later", self.retry_after())  # fmt: skip
+        arrived = time.monotonic()
+
+        def timed() -> Any:
+            started = time.monotonic()
+            if started - arrived > self.max_wait_s:
+                raise RequestError(503, "timeout", f"waited {started - arrived:.1f} s for the "
+                                   f"{self.name} lane (at most {self.max_wait_s:g} s)", 1)  # fmt: skip
+            try:
+                return job(*args)
+            finally:
+                self.seconds_per_job = 0.8 * self.seconds_per_job + 0.2 * (
+                    time.monotonic() - started
+                )
+
+        self.waiting += 1
+        try:
+            return await asyncio.wrap_future(self._executor.submit(timed))
+        except (RequestError, asyncio.CancelledError):
+            raise
+        except MemoryError as exc:
+            raise RequestError(503, "overloaded", "not enough memory for this image now",
+                               self.retry_after()) from exc  # fmt: skip
+        except Exception as exc:  # any failure is an answer, never a 500
+            log.exception("%s lane: %s failed", self.name, getattr(job, "__name__", job))
+            raise RequestError(422, "unprocessable", f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            self.waiting -= 1
 
 
 #: Multipart fields each upload route accepts: (file fields, text fields).
