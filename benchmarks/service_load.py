@@ -6,6 +6,10 @@ this shared machine hit both alike. Workloads: ``/predict`` on face crops (``cro
 public-test faces: classification-bound, where batching matters) and ``/predict`` on full SFEW
 frames (detection included). Reports requests/s, p50/p99 latency, errors, the on/off ratio, and
 the servers' memory (RSS of every process of each server) before, between and after the rounds.
+Last, an overload run: ``--overload-clients`` (64) clients on full frames, more than the frame
+lane holds (``FEROPS_MAX_QUEUE``, 32): answers by status, how many 503s carried ``Retry-After``,
+memory before and after. Its clients honour ``Retry-After`` (capped at 2 s), as a well-behaved
+client would.
 
     python benchmarks/service_load.py --bundle models/bundle --seconds 20
 
@@ -78,10 +82,12 @@ class Server:
 
 
 def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
-         seconds: float) -> dict:  # fmt: skip
-    """``clients`` threads posting to ``/predict`` back to back for ``seconds``."""
+         seconds: float, honour_retry_after: bool = False) -> dict:  # fmt: skip
+    """``clients`` threads posting to ``/predict`` back to back for ``seconds``; with
+    ``honour_retry_after`` a client told 503 waits ``Retry-After`` seconds (at most 2)."""
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    retry_after: list[int] = []  # Retry-After of each 503 (-1: missing)
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
@@ -97,14 +103,19 @@ def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
                                           data=form, timeout=120)  # fmt: skip
                     ok = answer.status_code == 200
                     key = str(answer.status_code)
+                    wait = int(answer.headers.get("Retry-After", -1)) if key == "503" else None
                 except requests.RequestException as exc:
-                    ok, key = False, type(exc).__name__
+                    ok, key, wait = False, type(exc).__name__, None
                 elapsed = time.perf_counter() - start
                 with lock:
                     if ok:
                         latencies.append(elapsed)
                     else:
                         errors[key] = errors.get(key, 0) + 1
+                    if wait is not None:
+                        retry_after.append(wait)
+                if wait is not None and honour_retry_after:
+                    time.sleep(min(max(wait, 0), 2))
 
     start = time.perf_counter()
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -120,6 +131,8 @@ def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
         "req_s": round(len(latencies) / wall, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
         "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
+        "with_retry_after_503": sum(w >= 1 for w in retry_after),
+        "retry_after_s_max": max(retry_after, default=None),
     }  # fmt: skip
 
 
@@ -142,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--overload-clients", type=int, default=64, help="0: no overload run")
     parser.add_argument("--logs", type=Path, default=None, help="keep the servers' logs here")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/service_load.json")
     args = parser.parse_args(argv)
@@ -187,6 +201,16 @@ def main(argv: list[str] | None = None) -> int:
                     frame_cells.setdefault(clients, []).append(result)
                 for mode, server in servers.items():
                     memory[mode][f"after_round_{r + 1}"] = server.rss_mb()
+            overload = None
+            if args.overload_clients:
+                on = servers["on"]
+                before = on.rss_mb()
+                result = load(on.url, frame_data, {}, args.overload_clients, args.seconds, True)
+                log.info("overload frames %d clients: %s", args.overload_clients,
+                         {k: result[k] for k in ("req_s", "p99_ms", "error_kinds",
+                                                 "with_retry_after_503")})  # fmt: skip
+                overload = {**result, "memory_mb_before": before, "memory_mb_after": on.rss_mb(),
+                            "max_queue_per_lane": info["max_queue_per_lane"]}  # fmt: skip
         finally:
             for server in servers.values():
                 server.stop()
@@ -198,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
         "what": "closed-loop clients POST /predict for T seconds; batching on vs off interleaved",
         "command": "python benchmarks/service_load.py " + " ".join(argv or sys.argv[1:]),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+                    "python": platform.python_version(),
+                    "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]},
         "versions": {m: __import__(m).__version__ for m in ("bentoml", "onnxruntime", "numpy")},
         "model": tag, "providers": info["providers"], "max_batch_size": info["max_batch_size"],
         "max_latency_ms": info["max_latency_ms"], "seconds_per_cell": args.seconds,
@@ -214,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         "memory_growth_round_1_to_last_mb": {
             mode: round(m[f"after_round_{args.rounds}"]["total"] - m["after_round_1"]["total"], 1)
             for mode, m in memory.items()},
+        "overload_frames_batching_on": overload,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -81,3 +81,19 @@ def test_to_gray_matches_pillow() -> None:
     ours = to_gray(rgb).astype(int)
     pillow = np.asarray(Image.fromarray(rgb).convert("L")).astype(int)
     assert np.abs(ours - pillow).max() <= 1
+
+
+def test_aspect_limit_rejects_on_the_header() -> None:
+    data = _encode(Image.new("L", (4000, 8)), "PNG")
+    assert decode_image(data).shape == (8, 4000, 3)  # no limit asked: decoded
+    for limit in (4.0, 8.0):
+        with pytest.raises(ImageDecodeError) as info:
+            decode_image(data, max_aspect=limit)
+        assert info.value.reason == "bad_aspect"
+    assert decode_image(_encode(Image.new("L", (32, 8)), "PNG"), max_aspect=4.0).shape == (8, 32, 3)
+
+
+def test_16bit_levels_scale_exactly() -> None:
+    levels = np.arange(0, 65536, 257, dtype=np.uint16).reshape(16, 16)  # 0, 257, …, 65535
+    gray = decode_image(_encode(Image.fromarray(levels), "PNG"))[..., 0]
+    np.testing.assert_array_equal(gray, np.arange(256, dtype=np.uint8).reshape(16, 16))
