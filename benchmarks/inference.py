@@ -1,7 +1,9 @@
 """Benchmark: torch eager vs ONNX Runtime on the exported network (batch 1 and 32, in one run,
-interleaved), and end-to-end detect + classify per 720×576 SFEW frame through ferops.inference.
+interleaved), the bundle's int8 network vs its fp32 one (same way, with the test-split accuracy of
+both), and end-to-end detect + classify per 720×576 SFEW frame through ferops.inference.
 
-    python benchmarks/inference.py --bundle models/bundle --model models/model.pt
+    python benchmarks/inference.py --bundle models/bundle --model models/model.pt --n-frames 60
+    python benchmarks/inference.py --only int8   # rerun the int8 section alone, keep the rest
 
 Writes benchmarks/results/inference.json (machine, versions, throughput, ratios, latencies).
 """
@@ -22,10 +24,10 @@ import onnxruntime as ort
 import torch
 
 from ferops.config import setup_logging
-from ferops.data import scan_frames
+from ferops.data import load_faces, scan_frames
 from ferops.export import export_onnx
 from ferops.images import read_image
-from ferops.inference import Predictor, make_session
+from ferops.inference import MODEL_FILES, Predictor, make_session
 from ferops.model import FerResNet, load_checkpoint
 
 log = logging.getLogger("benchmark")
@@ -87,18 +89,68 @@ def compare(model: FerResNet, onnx_path: Path, size: int, batches: tuple[int, ..
     return out
 
 
+def compare_precisions(bundle: Path, split: Path, crops: Path, batches: tuple[int, ...],
+                       seconds: float, rounds: int) -> dict:  # fmt: skip
+    """The bundle's int8 network against its fp32 one on the CPU provider (the int8 kernels are
+    CPU ones): throughput interleaved round by round, and the test-split accuracy of both."""
+    sessions = {p: make_session(bundle / MODEL_FILES[p], "cpu") for p in ("fp32", "int8")}
+    size = sessions["fp32"].get_inputs()[0].shape[-1]
+    out: dict = {}
+    for batch in batches:
+        x = np.random.default_rng(0).uniform(-1, 1, (batch, 1, size, size)).astype(np.float32)
+        ips: dict[str, list[float]] = {"fp32": [], "int8": []}
+        for _ in range(rounds):  # interleaved, so drifts of the shared machine hit both
+            for precision, session in sessions.items():
+
+                def run(session: ort.InferenceSession = session, x: np.ndarray = x) -> None:
+                    session.run(["logits", "features"], {"input": x})
+
+                ips[precision].append(throughput(run, batch, seconds))
+        f, i = float(np.median(ips["fp32"])), float(np.median(ips["int8"]))
+        out[f"batch_{batch}"] = {"fp32_img_s": round(f, 1), "int8_img_s": round(i, 1),
+                                 "int8_over_fp32": round(i / f, 2),
+                                 "fp32_ms_per_batch": round(1000 * batch / f, 2),
+                                 "int8_ms_per_batch": round(1000 * batch / i, 2)}  # fmt: skip
+        log.info("int8 batch %d: fp32 %.1f img/s, int8 %.1f img/s, ratio %.2f", batch, f, i, i / f)
+    images, labels, _ = load_faces(split, crops, ["test"])
+    truth = np.asarray(labels)
+    predicted = {p: Predictor(bundle, providers="cpu", precision=p).classify(images)[0].argmax(1)
+                 for p in sessions}  # fmt: skip
+    out.update(
+        {f"test_accuracy_{p}": round(float((predicted[p] == truth).mean()), 4) for p in predicted},
+        test_agreement=round(float((predicted["fp32"] == predicted["int8"]).mean()), 4),
+        test_faces=len(truth), served=Predictor(bundle, load_model=False).precision,
+        bytes={p: (bundle / MODEL_FILES[p]).stat().st_size for p in sessions},
+        providers=sessions["int8"].get_providers(),
+    )  # fmt: skip
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--bundle", type=Path, default=Path("models/bundle"))
     parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--frames", type=Path, default=Path("data/raw/sfew"))
+    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
+    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
     parser.add_argument("--n-frames", type=int, default=40)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/inference.json"))
+    parser.add_argument("--only", choices=["int8"], help="rerun this section alone, in --out")
     args = parser.parse_args(argv)
     setup_logging()
     torch.set_grad_enabled(False)
+
+    if args.only == "int8":  # its ratio is measured side by side, so it stands on its own
+        results = json.loads(args.out.read_text())
+        section = compare_precisions(args.bundle, args.split, args.crops, (1, 32), args.seconds,
+                                     args.rounds)  # fmt: skip
+        section["sgemm_gflop_s"] = round(sgemm_gflop_s(args.seconds), 1)  # the machine's load
+        section["date"] = time.strftime("%Y-%m-%d")
+        results["int8"] = section
+        args.out.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
 
     model, meta = load_checkpoint(args.model)
     results = {"shipped_input": meta["input_size"]}
@@ -113,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         path = Path(tmp) / "m224.onnx"
         export_onnx(model, 224, path)
         results["paper_224"] = compare(model, path, 224, (1, 32), args.seconds, args.rounds)
+    results["int8"] = compare_precisions(args.bundle, args.split, args.crops, (1, 32), args.seconds,
+                                         args.rounds)  # fmt: skip
 
     predictor = Predictor(args.bundle)
     frames = scan_frames(args.frames)[:: max(1, 675 // args.n_frames)][: args.n_frames]
@@ -129,6 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         "p90": round(float(np.percentile(lat, 90)), 1), "p99": round(float(np.percentile(lat, 99)), 1),
         "max": round(float(lat.max()), 1),
         "cascade": [s.detector + f"/up{s.upsample}" for s in predictor.face_config.cascade],
+        "precision": predictor.precision,
     }  # fmt: skip
     log.info("end to end per frame: p50 %.1f ms, p90 %.1f ms", results["end_to_end_frame_ms"]["p50"],
              results["end_to_end_frame_ms"]["p90"])  # fmt: skip

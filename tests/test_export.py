@@ -11,16 +11,32 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
+from ferops.config import load_section
 from ferops.data import CLASSES
 from ferops.explanation import softmax
-from ferops.export import ExportError, build_bundle, check_dynamic_batch, check_parity, export_onnx
+from ferops.export import (
+    RANGE_BITS,
+    ExportConfig,
+    ExportError,
+    build_bundle,
+    calibration_subset,
+    check_dynamic_batch,
+    check_int8_parity,
+    check_parity,
+    export_onnx,
+    quantize_int8,
+    round_outward,
+)
 from ferops.images import read_image, to_gray
 from ferops.inference import (
+    MODEL_FILES,
     BundleError,
     Predictor,
     Preprocess,
     choose_providers,
     cuda_device_count,
+    make_session,
+    sha256,
 )
 from ferops.model import FerResNet
 from ferops.rules import RuleConfig, fit_tree, patterns
@@ -28,6 +44,7 @@ from ferops.training import FaceSet, predict, seed_everything
 from tests.bundles import YUNET
 
 SIZE = 32
+PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 META = {"classes": list(CLASSES), "input_size": SIZE, "resize": 36, "mean": 127.5, "std": 127.5,
         "faces": {"cascade": [{"detector": "yunet"}], "size": 64}}  # fmt: skip
 
@@ -92,17 +109,20 @@ def test_same_weights_export_to_the_same_bytes_from_any_checkout(exported, tmp_p
     assert check_parity(model, second, SIZE, tolerance=1e-4) < 1e-4
 
 
-@pytest.fixture(scope="module")
-def bundle(exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    _, path = exported
+def _rules() -> dict:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(200, 512))
     predicted = rng.integers(0, len(CLASSES), size=200)
-    rules = {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
-             "trees": {c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
-                       for i, c in enumerate(CLASSES)}}  # fmt: skip
+    return {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
+            "trees": {c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
+                      for i, c in enumerate(CLASSES)}}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def bundle(exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, path = exported
     folder = tmp_path_factory.mktemp("bundle")
-    (folder / "rules_src.json").write_text(json.dumps(rules))
+    (folder / "rules_src.json").write_text(json.dumps(_rules()))
     build_bundle(folder / "bundle", path, META, folder / "rules_src.json", YUNET)
     return folder / "bundle"
 
@@ -157,3 +177,118 @@ def test_providers_follow_the_real_hardware() -> None:
     else:
         assert choose_providers("auto")[0] == "CUDAExecutionProvider"
     assert choose_providers("cpu") == ["CPUExecutionProvider"]
+
+
+# --- int8 -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def calibration(fer_root: Path) -> np.ndarray:
+    """Preprocessed real FER2013 *train* faces (calibration never sees test faces)."""
+    paths = [p for c in ("Happy", "Sad") for p in sorted((fer_root / "train" / c).iterdir())[:24]]
+    crops = [to_gray(read_image(p)) for p in paths]
+    return Preprocess(SIZE, META["resize"], META["mean"], META["std"])(crops)
+
+
+@pytest.fixture(scope="module")
+def quantized(exported, calibration: np.ndarray, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _, path = exported
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    summary = quantize_int8(path, out, calibration)
+    assert summary["calibration_faces"] == len(calibration) and summary["calibrated_tensors"] > 0
+    return out
+
+
+def test_int8_model_is_smaller_and_close_to_fp32(exported, quantized: Path, calibration) -> None:
+    _, path = exported
+    assert quantized.stat().st_size < path.stat().st_size / 3  # int8 weights
+    ops = {node.op_type for node in onnx.load(str(quantized)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    fp32 = make_session(path, "cpu").run(["logits"], {"input": calibration})[0]
+    int8 = make_session(quantized, "cpu").run(["logits", "features"], {"input": calibration})
+    assert int8[0].shape == fp32.shape and int8[1].shape == (len(calibration), 512)
+    assert np.abs(int8[0] - fp32).max() < 0.1 * np.abs(fp32).max()
+
+
+def test_int8_bytes_are_deterministic_even_when_float_noise_moves_the_ranges(
+    exported, quantized: Path, calibration: np.ndarray, tmp_path: Path
+) -> None:
+    """Same weights + chips → same sha256; and the last-bit differences another CPU's fp32
+    kernels would make in the computed activations (simulated: chips scaled by 1 − 1e-6, which
+    keeps the input's own exact ±1 range on its rounding grid) do not change the bytes."""
+    _, path = exported
+    again, nudged = tmp_path / "again.onnx", tmp_path / "nudged.onnx"
+    quantize_int8(path, again, calibration)
+    quantize_int8(path, nudged, calibration * np.float32(1 - 1e-6))
+    digest = {sha256(p) for p in (quantized, again, nudged)}
+    assert len(digest) == 1
+
+
+def test_round_outward_widens_ranges_by_at_most_one_step() -> None:
+    values = np.array([-6.516117, -1e-3, 0.0, 1e-3, 8.091679, 12.356201], dtype=np.float32)
+    up, down = round_outward(values, up=True), round_outward(values, up=False)
+    assert np.all(up >= values) and np.all(down <= values)
+    assert up[2] == 0 and down[2] == 0
+    step = np.abs(values) / 2**RANGE_BITS * 2  # one step of RANGE_BITS significant bits
+    assert np.all(up - values <= step) and np.all(values - down <= step)
+    assert np.array_equal(round_outward(up, up=True), up)  # already on the grid: unchanged
+
+
+def test_manifest_selects_the_precision_params_ask_for(
+    exported, quantized: Path, calibration: np.ndarray, tmp_path: Path
+) -> None:
+    _, path = exported
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(_rules()))
+    for precision in ("int8", "fp32"):
+        config = ExportConfig.from_section({"precision": precision})
+        folder = tmp_path / precision
+        manifest = build_bundle(folder, path, META, rules, YUNET, int8_path=quantized,
+                                precision=config.precision)  # fmt: skip
+        assert manifest["precision"] == precision
+        assert set(MODEL_FILES.values()) <= set(manifest["files"])
+        served = Predictor(folder, providers="cpu")
+        assert served.precision == precision
+        expected = make_session(folder / MODEL_FILES[precision], "cpu")
+        logits, _ = served.run(calibration[:4])
+        np.testing.assert_array_equal(logits, expected.run(None, {"input": calibration[:4]})[0])
+        assert Predictor(folder, providers="cpu", precision="fp32").precision == "fp32"
+    fp32_only = tmp_path / "fp32_only"
+    build_bundle(fp32_only, path, META, rules, YUNET)
+    with pytest.raises(BundleError, match="no int8 model"):
+        Predictor(fp32_only, providers="cpu", precision="int8")
+    with pytest.raises(ValueError, match="int8_path"):
+        build_bundle(tmp_path / "bad", path, META, rules, YUNET, precision="int8")
+
+
+def test_export_params_are_validated() -> None:
+    shipped = ExportConfig.from_section(load_section(PARAMS, "export"))
+    assert shipped.precision in MODEL_FILES
+    with pytest.raises(ValueError, match="precision"):
+        ExportConfig.from_section({"precision": "fp16"})
+    with pytest.raises(ValueError, match="unknown export params"):
+        ExportConfig.from_section({"precison": "int8"})
+    with pytest.raises(ValueError, match="calibration_faces"):
+        ExportConfig.from_section({"calibration_faces": 0})
+    assert list(calibration_subset(10, 4)) == [0, 3, 6, 9]
+    assert list(calibration_subset(3, 512)) == [0, 1, 2]
+
+
+def test_int8_parity_fails_closed_when_int8_serves(exported, quantized, calibration) -> None:
+    _, path = exported
+    fp32 = make_session(path, "cpu").run(["logits"], {"input": calibration})[0]
+    int8 = make_session(quantized, "cpu").run(["logits"], {"input": calibration})[0]
+    truth = fp32.argmax(1)  # fp32 right on every face
+    # random weights leave tiny margins: int8 flips a few of them, so the bounds are loose here
+    serving = ExportConfig(precision="int8", int8_max_accuracy_drop=0.2, int8_min_agreement=0.8)
+    report = check_int8_parity(fp32, int8, truth, serving)
+    assert report["passed"] and report["test_agreement"] >= 0.9
+    worse = fp32.copy()
+    worse[: len(worse) // 4] = np.roll(fp32[: len(worse) // 4], 1, axis=1)  # a quarter flipped
+    worse[: len(worse) // 4, fp32[: len(worse) // 4].argmax(1)] = -1e3
+    with pytest.raises(ExportError, match="int8_max_accuracy_drop.*int8_min_agreement"):
+        check_int8_parity(fp32, worse, truth, serving)
+    with pytest.raises(ExportError, match="int8"):  # NaN logits never pass
+        check_int8_parity(fp32, np.full_like(fp32, np.nan), truth, serving)
+    report = check_int8_parity(fp32, worse, truth, ExportConfig(precision="fp32"))
+    assert not report["passed"]  # not served: reported, the stage goes on

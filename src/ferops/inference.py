@@ -24,7 +24,10 @@ from ferops.images import to_gray
 
 log = logging.getLogger(__name__)
 
-BUNDLE_FILES = ("model.onnx", "labels.json", "preprocess.json", "rules.json", YUNET_FILE)
+#: The classifier files a bundle may carry, by precision. Every bundle carries the fp32 network;
+#: the manifest's ``precision`` (default fp32) names the one that serves.
+MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+BUNDLE_FILES = (MODEL_FILES["fp32"], "labels.json", "preprocess.json", "rules.json", YUNET_FILE)
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
@@ -57,6 +60,17 @@ def verify_bundle(folder: Path) -> dict[str, Any]:
         if sha256(path) != expected:
             raise BundleError(f"bundle file {path} does not match its sha256 in the manifest")
     return manifest
+
+
+def serving_precision(manifest: dict[str, Any], requested: str | None = None) -> str:
+    """The precision to serve: ``requested`` if given, else the manifest's (fp32 for bundles
+    written before int8 existed); raises if the bundle does not carry that model."""
+    precision = requested or manifest.get("precision", "fp32")
+    if precision not in MODEL_FILES:
+        raise ValueError(f"precision {precision!r} is not one of {sorted(MODEL_FILES)}")
+    if MODEL_FILES[precision] not in manifest.get("files", {}):
+        raise BundleError(f"the bundle carries no {precision} model ({MODEL_FILES[precision]})")
+    return precision
 
 
 def cuda_device_count() -> int:
@@ -159,7 +173,8 @@ class Predictor:
     """
 
     def __init__(self, bundle: Path, providers: str = "auto", load_model: bool = True,
-                 max_side: int = DEFAULT_MAX_SIDE, cascade_steps: int = 0) -> None:  # fmt: skip
+                 max_side: int = DEFAULT_MAX_SIDE, cascade_steps: int = 0,
+                 precision: str | None = None) -> None:  # fmt: skip
         bundle = Path(bundle)
         self.manifest = verify_bundle(bundle)
         self.labels: list[str] = json.loads((bundle / "labels.json").read_text())
@@ -177,7 +192,9 @@ class Predictor:
         self.crop_detector = FaceDetector(self.face_config, bundle / YUNET_FILE)
         self.explainer = Explainer.load(bundle / "rules.json")
         self.max_side = max_side
-        self.session = make_session(bundle / "model.onnx", providers) if load_model else None
+        self.precision = serving_precision(self.manifest, precision)
+        model = bundle / MODEL_FILES[self.precision]
+        self.session = make_session(model, providers) if load_model else None
 
     @property
     def providers(self) -> list[str]:

@@ -16,10 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ferops.inference import BUNDLE_FILES, sha256, verify_bundle
+from ferops.inference import sha256, verify_bundle
 from ferops.serving import BENTO_MODEL, make_latest, redact_uri
 
 log = logging.getLogger(__name__)
+
 
 def find_bundle(folder: Path) -> Path:
     """The bundle folder (the one holding ``manifest.json``) inside downloaded artifacts."""
@@ -39,7 +40,7 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL
     import bentoml
     from bentoml.exceptions import NotFound
 
-    verify_bundle(bundle)
+    manifest = verify_bundle(bundle)
     bundle_sha = sha256(Path(bundle) / "manifest.json")
     try:
         existing = bentoml.models.list(name)
@@ -53,7 +54,7 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL
     labels = {"source": "mlflow" if "mlflow_version" in metadata else "bundle"}
     meta = {**{k: v for k, v in metadata.items() if v is not None}, "bundle_sha256": bundle_sha}
     with bentoml.models.create(name, labels=labels, metadata=meta, module="ferops") as model:
-        for file in (*BUNDLE_FILES, "manifest.json"):
+        for file in (*sorted(manifest["files"]), "manifest.json"):  # with the int8 model if any
             shutil.copy2(Path(bundle) / file, Path(model.path) / file)
     verify_bundle(Path(model.path))
     log.info("stored bundle %s as BentoML model %s", bundle_sha[:12], model.tag)
