@@ -15,6 +15,7 @@ default; after ``ferops-models rollback N``, version N). Serving imports the inf
 Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento); the
 web page is at ``/ui/``.
 Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu|cuda,
+``FEROPS_PRECISION`` fp32|int8 (default: the bundle's ``export.precision``),
 ``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_DETECT_STEPS`` (steps of
 the bundle's detection cascade to use, 0 = all, the default), ``FEROPS_MAX_UPLOAD_BYTES``,
 ``FEROPS_MAX_PIXELS``, ``FEROPS_MAX_ASPECT``, ``FEROPS_MAX_QUEUE`` (requests per lane before
@@ -88,13 +89,20 @@ class FerClassifier:
 
     def __init__(self) -> None:
         logging.getLogger("ferops").setLevel(logging.INFO)  # BentoML's root logger is at WARNING
-        self.predictor = Predictor(Path(self.model.path), os.environ.get("FEROPS_PROVIDERS", "auto"))
-        log.info("classifier %s on %s", self.model.tag, self.predictor.providers)
+        self.predictor = Predictor(Path(self.model.path), os.environ.get("FEROPS_PROVIDERS", "auto"),
+                                   precision=os.environ.get("FEROPS_PRECISION") or None)  # fmt: skip
+        log.info("classifier %s (%s) on %s", self.model.tag, self.predictor.precision,
+                 self.predictor.providers)  # fmt: skip
 
     @bentoml.api
     def providers(self) -> list[str]:
         """The ONNX Runtime providers really in use (first = where the network runs)."""
         return self.predictor.providers
+
+    @bentoml.api
+    def precision(self) -> str:
+        """The network served: ``fp32`` or ``int8`` (the bundle's choice or ``FEROPS_PRECISION``)."""
+        return self.predictor.precision
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
         logits, features = self.predictor.run(np.ascontiguousarray(batch, dtype=np.float32))
@@ -196,6 +204,7 @@ class FerService:
             "metadata": public_metadata(self.model.info.metadata),  # no URI credentials
             "labels": self.predictor.labels,
             "providers": await self.classifier.to_async.providers(),
+            "precision": await self.classifier.to_async.precision(),
             "batching": self.batching,
             "max_batch_size": MAX_BATCH_SIZE,
             "max_latency_ms": MAX_LATENCY_MS,
