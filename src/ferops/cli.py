@@ -1,6 +1,6 @@
-"""``ferops-models``: list registered versions, show a version's rules (or how they changed between two
-versions), promote or roll back, and
-import a version into the BentoML model store for ``bentoml build``."""
+"""``ferops-models``: list registered versions, show a version's rules (or how they changed
+between two versions), promote or roll back, and import a version into the BentoML model store
+for ``bentoml build``."""
 
 from __future__ import annotations
 
