@@ -41,7 +41,8 @@ def summary(ms: list[float]) -> dict[str, float]:
     values = np.asarray(ms)
     return {"n": len(values), "p50": round(float(np.percentile(values, 50)), 1),
             "p90": round(float(np.percentile(values, 90)), 1),
-            "mean": round(float(values.mean()), 1)}  # fmt: skip
+            "mean": round(float(values.mean()), 1),
+            "min": round(float(values.min()), 1)}  # fmt: skip
 
 
 def timed(call) -> float:
