@@ -201,3 +201,29 @@ def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bu
         np.testing.assert_allclose(drawn["covers"], [1, 1], atol=0.02)  # stretched over the box
     cards = page.evaluate(SHOWN)["cards"]
     assert all("Where it looked" in card["explanation"] for card in cards), cards
+
+
+def test_concurrent_explains_get_their_own_maps(page: Chromium, fer_root: Path) -> None:
+    """Under concurrency the classifier batches: a request's GRID² masked copies (more than
+    max_batch_size 32 at GRID 6) are split into chunks by BentoML's batcher and mixed with other
+    requests' faces; every answer must still carry its own face's map."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = _service(page)
+    crops = [p.read_bytes() for p in sorted((fer_root / "publictest" / "Fear").iterdir())[:6]]
+
+    def explain(data: bytes) -> list | None:
+        answer = _post(url, "explain", data, "crop.png", crop="true")
+        faces = answer.json()["faces"] if answer.status_code == 200 else None
+        return faces[0]["explanation"]["occlusion"]["cells"] if faces else None
+
+    alone = [explain(data) for data in crops]
+    assert any(cells is not None for cells in alone), "YuNet finds faces in FER2013 crops"
+    with ThreadPoolExecutor(len(crops)) as pool:
+        together = list(pool.map(explain, crops * 2))
+    for i, cells in enumerate(together):
+        expected = alone[i % len(crops)]
+        if expected is None:
+            assert cells is None
+        else:
+            np.testing.assert_allclose(cells, expected, atol=2e-3)
