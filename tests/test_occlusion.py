@@ -60,7 +60,7 @@ def region_network(size: int, rows: tuple[int, int], cols: tuple[int, int]):
 
 @pytest.mark.parametrize(
     ("size", "cell"),
-    [(48, (2, 4)), (48, (5, 0)), (32, (1, 3))],  # the shipped 48 px; 32 px: uneven cells
+    [(48, (GRID // 2, GRID - 1)), (48, (GRID - 1, 0)), (32, (1, GRID - 2))],  # 32 px: uneven cells
 )
 def test_map_peaks_where_the_decision_is(size: int, cell: tuple[int, int]) -> None:
     edges = cell_edges(size)
@@ -123,7 +123,7 @@ def test_sensitivity_is_scaled_clipped_and_flat_when_nothing_matters() -> None:
 def test_json_form_and_png() -> None:
     cells = np.zeros((GRID, GRID))
     cells[1, 2] = 1.0
-    occlusion = sensitivity(np.array([1.0, 0.0]), np.array([[0.0 if k == 8 else 1.0, 0.0]
+    occlusion = sensitivity(np.array([1.0, 0.0]), np.array([[0.0 if k == GRID + 2 else 1.0, 0.0]
                                                             for k in range(GRID * GRID)]))  # fmt: skip
     record = occlusion.to_dict()
     assert record["grid"] == GRID and len(record["cells"]) == GRID

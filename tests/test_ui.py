@@ -204,9 +204,9 @@ def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bu
 
 
 def test_concurrent_explains_get_their_own_maps(page: Chromium, fer_root: Path) -> None:
-    """Under concurrency the classifier batches: a request's GRID² masked copies (more than
-    max_batch_size 32 at GRID 6) are split into chunks by BentoML's batcher and mixed with other
-    requests' faces; every answer must still carry its own face's map."""
+    """Under concurrency the classifier batches: requests' GRID² masked copies are packed into
+    batches of at most max_batch_size 32, a request that does not fit split by BentoML's batcher
+    and mixed with other requests' faces; every answer must still carry its own face's map."""
     from concurrent.futures import ThreadPoolExecutor
 
     url = _service(page)
