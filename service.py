@@ -42,6 +42,7 @@ import numpy as np
 
 from ferops.faces import MAX_CROP_ASPECT
 from ferops.inference import Predictor
+from ferops.occlusion import attach, maps_from_logits, masked_batch
 from ferops.serving import (
     BENTO_MODEL,
     MIN_DETECT_SIDE,
@@ -194,6 +195,12 @@ class FerService:
                 return exc.response()
             n = len(self.predictor.labels)
             out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
+            if explain:  # where the network looked: GRID² masked copies a face, one classifier call
+                try:  # (BentoML's batcher splits a call over max_batch_size into chunks)
+                    masked = await self._classify(masked_batch(self.predictor.preprocess(crops)))
+                except RequestError as exc:
+                    return exc.response()
+                attach(out, maps_from_logits(result[:, :n], masked[:, :n]))
         return PredictResponse(faces=out, reason=reason, model=self.tag)
 
     @bentoml.api(route="/info")

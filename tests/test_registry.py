@@ -25,10 +25,12 @@ def registry(mlflow_server: str, monkeypatch: pytest.MonkeyPatch, request: pytes
     return f"ferops-test-{request.node.name[-20:]}"
 
 
-def _run_id() -> str:
+def _run_id(metrics: dict[str, float] | None = None) -> str:
     import mlflow
 
     with mlflow.start_run() as run:
+        if metrics:
+            mlflow.log_metrics(metrics)
         return run.info.run_id
 
 
@@ -100,6 +102,71 @@ def test_models_cli_lists_and_rolls_back(registry: str, tmp_path: Path, capsys) 
     assert version.tags["promotion"] == "champion: by hand, qa: v2 misbehaves"
     assert cli.main(["--name", name, "rules", "2"]) == 0
     assert "Angry:" in capsys.readouterr().out
+
+
+def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Path, capsys) -> None:
+    """`ferops-models rules A B` on two real bundles registered in a real MLflow server: per
+    class the rule text of each version, the conditions added and removed, and the held-out
+    fidelity the explain stage logged to each version's run."""
+    import json
+
+    from ferops import cli
+    from ferops.data import CLASSES
+    from ferops.registry import register_bundle
+    from ferops.rulediff import FIDELITY_PREFIX, class_rules, diff_rules
+
+    name, tags, rules, fidelity = registry, {"split_definition": "s"}, [], []
+    for seed, base in ((12, 0.90), (13, 0.95)):
+        bundle, weights = make_bundle(tmp_path / str(seed), seed)
+        rules.append(json.loads((bundle / "rules.json").read_text()))
+        fidelity.append({c: round(base - 0.01 * i, 4) for i, c in enumerate(CLASSES)})
+        metrics = {f"{FIDELITY_PREFIX}{c}": f for c, f in fidelity[-1].items()}
+        metrics[f"{FIDELITY_PREFIX}mean"] = sum(fidelity[-1].values()) / len(CLASSES)
+        register_bundle(bundle, weights, _run_id(metrics), tags, 0.4, name=name)
+
+    capsys.readouterr()  # MLflow's "View run …" lines
+    assert cli.main(["--name", name, "rules", "1", "2"]) == 0
+    out = capsys.readouterr().out
+    changes = diff_rules(rules[0], rules[1], fidelity[0], fidelity[1])
+    assert [c.name for c in changes] == list(CLASSES)
+    assert any(c.changed and (c.conditions_added or c.conditions_removed) for c in changes)
+    assert out.splitlines()[0].startswith(f"rules of {name} v1 → v2: "
+                                          f"{sum(c.changed for c in changes)} of 7 classes changed")  # fmt: skip
+    assert "mean held-out fidelity 0.8700 → 0.9200" in out
+    before, after = class_rules(rules[0]), class_rules(rules[1])
+    for change in changes:
+        block = out.split(f"\n{change.name}: ", 1)[1].split("\n" + "\n".join(CLASSES), 1)[0]
+        assert f"{100 * change.fidelity_before:.1f} % → {100 * change.fidelity_after:.1f} %" in block
+        assert "(+5.0 points)" in block
+        if change.changed:
+            assert f"v1: {before[change.name]['text']}" in block
+            assert f"v2: {after[change.name]['text']}" in block
+            for condition in change.conditions_added + change.conditions_removed:
+                assert condition in block
+    # One version alone: its rules, as before.
+    assert cli.main(["--name", name, "rules", "2"]) == 0
+    single = capsys.readouterr().out
+    assert all(f"{c}: {after[c]['text']}" in single for c in CLASSES)
+
+
+def test_rule_diff_of_hand_made_trees() -> None:
+    """A tree compared with itself is unchanged; a moved threshold is one condition added and
+    one removed; a class without fidelity says n/a."""
+    from ferops.rulediff import diff_rules, diff_text
+
+    def rules(threshold: float) -> dict:
+        tree = {"children_left": [1, -1, -1], "children_right": [2, -1, -1], "feature": [4, -2, -2],
+                "threshold": [threshold, 0, 0], "positive": [0.5, 0.1, 0.9], "samples": [10, 5, 5]}  # fmt: skip
+        return {"classes": ["A"], "trees": {"A": tree}}
+
+    (same,) = diff_rules(rules(0.5), rules(0.5), {"A": 0.9}, {"A": 0.9})
+    assert not same.changed and same.rules_kept == 1 and same.fidelity_change == 0
+    (moved,) = diff_rules(rules(0.5), rules(0.25), {"A": 0.9})
+    assert moved.before == "(feature5 > 0.500)" and moved.after == "(feature5 > 0.250)"
+    assert moved.conditions_added == ["(feature5 > 0.250)"]
+    assert moved.conditions_removed == ["(feature5 > 0.500)"] and moved.rules_kept == 0
+    text = diff_text([moved], "v1", "v2")
+    assert "A: changed; held-out fidelity 90.0 % → n/a" in text and "v2: (feature5 > 0.250)" in text
 
 
 def test_gate_fails_closed_when_the_champion_cannot_be_read(registry: str, tmp_path: Path,

@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 import requests
 
+from ferops.images import read_image
+from ferops.inference import Predictor
+from ferops.occlusion import GRID
 from ferops.serving import UI_ROUTE
 from tests.browser import BrowserError, Chromium
 from tests.conftest import CLEAR_FRAMES, png_bytes
@@ -52,6 +55,19 @@ MESSAGE = """(() => {
           boxes: document.querySelectorAll(".face-box").length,
           cards: document.querySelectorAll(".face-card").length};
 })()"""
+
+#: The occlusion map drawn over each face box: its canvas, the alpha of each cell, and how much of
+#: the box it covers.
+MAPS = """(() => [...document.querySelectorAll(".face-box")].map((node) => {
+  const canvas = node.querySelector("canvas.occlusion");
+  if (!canvas) return {number: Number(node.dataset.number), canvas: false};
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const r = canvas.getBoundingClientRect();
+  return {number: Number(node.dataset.number), canvas: true, grid: Number(canvas.dataset.grid),
+          width: canvas.width, height: canvas.height,
+          alpha: [...pixels].filter((_, i) => i % 4 === 3),
+          covers: [r.width / node.clientWidth, r.height / node.clientHeight]};
+}))()"""
 
 SETTLED = "['done', 'empty', 'error'].includes(document.getElementById('app').dataset.state)"
 
@@ -148,3 +164,66 @@ def test_page_shows_errors_and_no_face_as_messages(page: Chromium, bad_files: di
     assert message["visible"] and message["state"] == "empty", message
     assert "No face" in message["text"], message
     assert requests.get(f"{url}/", timeout=10).status_code == 200, "the OpenAPI page keeps /"
+
+
+def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bundle,  # noqa: F811
+                                             artifacts: Path) -> None:  # fmt: skip
+    """/explain's occlusion map of every face is the inference core's (ferops.occlusion through
+    the bundle's ONNX model), and the page draws it over the face box: a GRID × GRID canvas, one
+    cell a pixel, more opaque where hiding the cell mattered more."""
+    url = _service(page)
+    frame = sfew_root / CLEAR_FRAMES[1]
+    explained = _post(url, "explain", frame.read_bytes(), frame.name).json()["faces"]
+    assert explained, "the clear frame has a face"
+    local = Predictor(bundle[0], providers="cpu")
+    _, crops = local.locate(read_image(frame))
+    batch = local.preprocess(crops)
+    expected = local.occlusion(batch, local.run(batch)[0])
+    for face, occlusion in zip(explained, expected, strict=True):
+        served = face["explanation"]["occlusion"]
+        assert served["grid"] == GRID and np.shape(served["cells"]) == (GRID, GRID)
+        np.testing.assert_allclose(served["cells"], occlusion.cells, atol=2e-3)
+        assert max(map(max, served["cells"])) == 1.0 or served["max_drop"] == 0.0
+        assert served["png"].startswith("data:image/png;base64,")
+
+    _upload(page, frame)
+    maps = {m["number"]: m for m in page.evaluate(MAPS)}
+    page.screenshot(artifacts / "ui_occlusion.png")
+    assert len(maps) == len(explained)
+    for number, face in enumerate(explained, start=1):
+        drawn, cells = maps[number], np.asarray(face["explanation"]["occlusion"]["cells"])
+        assert drawn["canvas"], drawn
+        assert drawn["grid"] == drawn["width"] == drawn["height"] == GRID
+        assert len(drawn["alpha"]) == GRID * GRID  # one pixel a cell, rows from the top
+        alpha = np.asarray(drawn["alpha"], float)
+        assert alpha.max() > 0 and cells.max() == 1.0, "the map of a random network is not flat"
+        np.testing.assert_allclose(alpha / alpha.max(), cells.ravel(), atol=0.01)
+        np.testing.assert_allclose(drawn["covers"], [1, 1], atol=0.02)  # stretched over the box
+    cards = page.evaluate(SHOWN)["cards"]
+    assert all("Where it looked" in card["explanation"] for card in cards), cards
+
+
+def test_concurrent_explains_get_their_own_maps(page: Chromium, fer_root: Path) -> None:
+    """Under concurrency the classifier batches: requests' GRID² masked copies are packed into
+    batches of at most max_batch_size 32, a request that does not fit split by BentoML's batcher
+    and mixed with other requests' faces; every answer must still carry its own face's map."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    url = _service(page)
+    crops = [p.read_bytes() for p in sorted((fer_root / "publictest" / "Fear").iterdir())[:6]]
+
+    def explain(data: bytes) -> list | None:
+        answer = _post(url, "explain", data, "crop.png", crop="true")
+        faces = answer.json()["faces"] if answer.status_code == 200 else None
+        return faces[0]["explanation"]["occlusion"]["cells"] if faces else None
+
+    alone = [explain(data) for data in crops]
+    assert any(cells is not None for cells in alone), "YuNet finds faces in FER2013 crops"
+    with ThreadPoolExecutor(len(crops)) as pool:
+        together = list(pool.map(explain, crops * 2))
+    for i, cells in enumerate(together):
+        expected = alone[i % len(crops)]
+        if expected is None:
+            assert cells is None
+        else:
+            np.testing.assert_allclose(cells, expected, atol=2e-3)

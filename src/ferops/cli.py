@@ -1,5 +1,6 @@
-"""``ferops-models``: list registered versions, show a version's rules, promote or roll back, and
-import a version into the BentoML model store for ``bentoml build``."""
+"""``ferops-models``: list registered versions, show a version's rules (or how they changed
+between two versions), promote or roll back, and import a version into the BentoML model store
+for ``bentoml build``."""
 
 from __future__ import annotations
 
@@ -38,16 +39,43 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_rules(args: argparse.Namespace) -> int:
+#: Where a version's rule trees are among its artifacts (the pyfunc's ``bundle`` artifact).
+RULES_ARTIFACT = "artifacts/bundle/rules.json"
+
+
+def _version_rules(client, name: str, version: int) -> tuple[dict, dict[str, float]]:
+    """A registered version's ``rules.json`` and its run's held-out fidelity per class (the
+    ``explain`` stage's ``fidelity_test_<class>`` metrics; empty when the run has none)."""
     import mlflow
 
+    from ferops.rulediff import FIDELITY_PREFIX
+
+    found = client.get_model_version(name, str(version))  # fails clearly if it does not exist
+    local = mlflow.artifacts.download_artifacts(f"models:/{name}/{found.version}/{RULES_ARTIFACT}")
+    metrics = client.get_run(found.run_id).data.metrics if found.run_id else {}
+    fidelity = {key.removeprefix(FIDELITY_PREFIX): value for key, value in metrics.items()
+                if key.startswith(FIDELITY_PREFIX)}  # fmt: skip
+    return json.loads(Path(local).read_text(encoding="utf-8")), fidelity
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    from ferops.rulediff import class_rules, diff_rules, diff_text
+
     client = _client()
-    version = client.get_model_version(args.name, str(args.version))
-    local = mlflow.artifacts.download_artifacts(f"models:/{args.name}/{version.version}")
-    rules = json.loads(next(Path(local).rglob("rules.json")).read_text())
-    for name in rules["classes"]:
-        text = rules.get("rules", {}).get(name, {}).get("text", "(see trees)")
-        print(f"{name}: {text}")
+    rules, fidelity = _version_rules(client, args.name, args.version)
+    if args.other is None:
+        for name, rule in class_rules(rules).items():
+            print(f"{name}: {rule['text']}")
+        return 0
+    other, other_fidelity = _version_rules(client, args.name, args.other)
+    a, b = f"v{args.version}", f"v{args.other}"
+    changes = diff_rules(rules, other, fidelity, other_fidelity)
+    mean_a, mean_b = fidelity.get("mean"), other_fidelity.get("mean")
+    changed = sum(c.changed for c in changes)
+    print(f"rules of {args.name} {a} → {b}: {changed} of {len(changes)} classes changed; mean "
+          f"held-out fidelity {'n/a' if mean_a is None else f'{mean_a:.4f}'} → "
+          f"{'n/a' if mean_b is None else f'{mean_b:.4f}'}")  # fmt: skip
+    print(diff_text(changes, a, b))
     return 0
 
 
@@ -80,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default=MODEL_NAME)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="versions with metrics and aliases").set_defaults(func=cmd_list)
-    rules = sub.add_parser("rules", help="a version's extracted rules")
+    rules = sub.add_parser("rules", help="a version's extracted rules, or how they changed "
+                           "from version A to version B (`rules A B`)")  # fmt: skip
     rules.add_argument("version", type=int)
+    rules.add_argument("other", type=int, nargs="?", help="compare with this version")
     rules.set_defaults(func=cmd_rules)
     for verb in ("promote", "rollback"):
         p = sub.add_parser(verb, help=f"{verb} an alias to a version by hand (who/why tagged)")

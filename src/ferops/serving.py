@@ -372,7 +372,13 @@ class DetectResponse(BaseModel):
 
 
 class Explanation(BaseModel):
-    """The paper's four answers to "why": see :meth:`ferops.explanation.Explainer.explain`."""
+    """The paper's four answers to "why": see :meth:`ferops.explanation.Explainer.explain`.
+
+    Extra fields are kept. ``/explain`` adds ``occlusion``, where the network looked
+    (:meth:`ferops.occlusion.OcclusionMap.to_dict`): ``grid`` (cells per side), ``cells`` (rows
+    top to bottom of the network's input, each cell in [0, 1]: how much hiding it lowers the
+    predicted class's probability, over the largest such drop), ``max_drop`` (that largest drop),
+    ``fill`` and ``png`` (the map as a ``data:`` URL, red where it mattered)."""
 
     model_config = ConfigDict(extra="allow")
     predicted: str

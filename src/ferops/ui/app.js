@@ -124,6 +124,7 @@ function render(body, name, shown) {
   const image = $("image");
   for (const face of faces) {
     if (face.box && shown) $("boxes").append(box(face, image.naturalWidth, image.naturalHeight));
+    if (!face.box && shown && face.explanation?.occlusion) $("boxes").append(wholeImage(face));
     $("faces").append(card(face));
   }
   const count = faces.length === 1 ? "1 face" : `${faces.length} faces`;
@@ -143,8 +144,37 @@ function box(face, width, height) {
   node.style.height = `${(100 * (bottom - top)) / height}%`;
   const tag = el("span", "tag");
   tag.append(el("b", "", `${face.number}`), ` ${face.expression}`);
+  if (face.explanation?.occlusion) node.append(occlusionCanvas(face.explanation.occlusion));
   node.append(tag);
   return node;
+}
+
+/** A face crop upload (no box): the map over the whole image, which is the face. */
+function wholeImage(face) {
+  const node = el("div", "occlusion-frame");
+  node.dataset.number = face.number;
+  node.append(occlusionCanvas(face.explanation.occlusion));
+  return node;
+}
+
+/** Most opaque a cell of the occlusion map is drawn (the cell that mattered most). */
+const OCCLUSION_ALPHA = 170;
+
+/** Where the network looked: the occlusion map (grid × grid cells in [0, 1], rows from the
+ * top) as a grid × grid canvas stretched over the face, one red square per cell, more opaque
+ * where hiding that cell lowered the predicted class's probability more. */
+function occlusionCanvas(occlusion) {
+  const grid = occlusion.grid;
+  const canvas = el("canvas", "occlusion");
+  canvas.width = canvas.height = grid;
+  canvas.dataset.grid = grid;
+  const context = canvas.getContext("2d");
+  const pixels = context.createImageData(grid, grid);
+  occlusion.cells.flat().forEach((value, i) => {
+    pixels.data.set([230, 20, 20, Math.round(OCCLUSION_ALPHA * value)], 4 * i);
+  });
+  context.putImageData(pixels, 0, 0);
+  return canvas;
 }
 
 /** A face: expression, the 7 probabilities as bars, and the explanation in words. */
@@ -213,6 +243,16 @@ function explanation(x) {
     needed = `it would have needed ${missed.join(" and ")}.`;
   }
   item("Next most likely", `${next.class} (${percent(next.probability)}): ${needed}`);
+
+  const occlusion = x.occlusion;
+  if (occlusion) {
+    const drop = (100 * occlusion.max_drop).toFixed(1);
+    item("Where it looked", occlusion.max_drop < 0.01 ?
+      `hiding any one of the ${occlusion.grid} × ${occlusion.grid} squares of the face changes ` +
+      `${x.predicted}'s probability by less than 1 point.` :
+      `the red squares on the face: hiding the reddest lowers ${x.predicted}'s probability ` +
+      `by ${drop} points (${occlusion.grid} × ${occlusion.grid} squares, each hidden in turn).`);
+  }
   return list;
 }
 

@@ -1,0 +1,175 @@
+"""Where the network looked: occlusion sensitivity of one face, with the ONNX model only.
+
+The network's input (one preprocessed face, 1×S×S) is cut into a :data:`GRID` × :data:`GRID`
+grid of cells. Each cell in turn is painted over with :data:`FILL` (the normalisation mean:
+mid-gray), all the masked copies go through the network in one batch, and a cell's sensitivity
+is how much the probability of the class the network predicted on the unmasked face drops when
+that cell is hidden (Zeiler & Fergus, "Visualizing and Understanding Convolutional Networks",
+ECCV 2014). The map is that drop per cell, clipped at 0 and scaled so its largest cell is 1;
+``max_drop`` keeps the unscaled size (a flat map of tiny drops is not a finding).
+
+numpy (and OpenCV for the PNG) only: no torch. Any callable that takes an N×1×S×S float32
+batch and returns N×K logits works as the network (:func:`occlusion_maps`); the service runs
+the two halves itself (:func:`masked_batch`, then :func:`sensitivity` on the classifier's answer).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+#: Cells per side of the map: GRID² masked copies per face go through the network (cells of
+#: 9–10 px at the shipped 48 px input). 5, not 6 or 7: the added cost per face must stay within
+#: issue 15's 50 ms on the 2-core CPU (``benchmarks/occlusion.py`` →
+#: ``benchmarks/results/occlusion.json`` measures 4–7 side by side with plain /explain).
+GRID = 5
+#: Value of a hidden cell in the preprocessed input: ``(x − mean) / std`` at x = mean (mid-gray).
+FILL = 0.0
+#: Side of the heat-map PNG, in pixels (the map upscaled without smoothing: one square a cell).
+PNG_SIDE = 48
+
+#: A network for this module: N×1×S×S float32 → N×K logits.
+Forward = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class OcclusionMap:
+    """The sensitivity of one face's prediction to hiding each cell of its input.
+
+    ``cells[i, j]`` (row i from the top, column j from the left of the network's input) is in
+    [0, 1]: the drop of the predicted class's probability when that cell is hidden, over the
+    largest drop; ``max_drop`` is that largest drop (probability points, ≥ 0)."""
+
+    cells: np.ndarray
+    max_drop: float
+    predicted: int
+
+    @property
+    def grid(self) -> int:
+        return int(self.cells.shape[0])
+
+    def to_dict(self, digits: int = 3) -> dict[str, Any]:
+        """JSON form: ``grid``, ``cells`` (rows of numbers), ``max_drop``, ``fill``, ``png``."""
+        return {
+            "grid": self.grid,
+            "cells": np.round(self.cells, digits).tolist(),
+            "max_drop": round(self.max_drop, 6),
+            "fill": "mid-gray (the normalisation mean)",
+            "png": heat_png_base64(self.cells),
+        }
+
+
+def cell_edges(size: int, grid: int = GRID) -> np.ndarray:
+    """The ``grid + 1`` pixel edges of the cells along one side of a ``size`` input (cells
+    differ by at most one pixel when ``grid`` does not divide ``size``)."""
+    if not 1 <= grid <= size:
+        raise ValueError(f"grid must be between 1 and the input size {size}, got {grid}")
+    return np.round(np.linspace(0, size, grid + 1)).astype(int)
+
+
+def masked_batch(batch: np.ndarray, grid: int = GRID, fill: float = FILL) -> np.ndarray:
+    """N×1×S×S preprocessed faces → (N·grid²)×1×S×S copies, one cell hidden in each.
+
+    Face-major order: rows ``f·grid² … (f+1)·grid² − 1`` belong to face f, cell (i, j) at
+    ``f·grid² + i·grid + j``."""
+    batch = np.asarray(batch, dtype=np.float32)
+    if batch.ndim != 4 or batch.shape[1] != 1 or batch.shape[2] != batch.shape[3]:
+        raise ValueError(f"expected an N×1×S×S batch, got shape {batch.shape}")
+    edges = cell_edges(batch.shape[2], grid)
+    out = np.repeat(batch, grid * grid, axis=0)
+    for i in range(grid):
+        for j in range(grid):
+            out[
+                i * grid + j :: grid * grid, :, edges[i] : edges[i + 1], edges[j] : edges[j + 1]
+            ] = fill
+    return out
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    z = np.asarray(logits, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def sensitivity(
+    base_logits: np.ndarray, masked_logits: np.ndarray, grid: int = GRID
+) -> OcclusionMap:
+    """One face's map from its K logits and the grid²×K logits of its masked copies (in
+    :func:`masked_batch` order), for the class the unmasked face is predicted as."""
+    base = np.asarray(base_logits, dtype=np.float64).ravel()
+    masked = np.asarray(masked_logits, dtype=np.float64).reshape(grid * grid, -1)
+    if masked.shape[1] != base.size:
+        raise ValueError(f"masked logits have {masked.shape[1]} classes, the face has {base.size}")
+    predicted = int(np.argmax(base))
+    drop = _softmax(base)[predicted] - _softmax(masked)[:, predicted]
+    drop = np.clip(drop, 0.0, None).reshape(grid, grid)
+    top = float(drop.max())
+    cells = drop / top if top > 0 else np.zeros_like(drop)
+    return OcclusionMap(cells=cells, max_drop=top, predicted=predicted)
+
+
+def maps_from_logits(base_logits: np.ndarray, masked_logits: np.ndarray,
+                     grid: int = GRID) -> list[OcclusionMap]:  # fmt: skip
+    """The maps of N faces from their N×K logits and the (N·grid²)×K logits of
+    :func:`masked_batch`'s copies."""
+    base = np.asarray(base_logits)
+    cells = grid * grid
+    if len(masked_logits) != len(base) * cells:
+        raise ValueError(f"{len(base)} faces need {len(base) * cells} masked logits, "
+                         f"got {len(masked_logits)}")  # fmt: skip
+    return [sensitivity(base[f], masked_logits[f * cells : (f + 1) * cells], grid)
+            for f in range(len(base))]  # fmt: skip
+
+
+def occlusion_maps(forward: Forward, batch: np.ndarray, base_logits: np.ndarray | None = None,
+                   grid: int = GRID, chunk: int = 0) -> list[OcclusionMap]:  # fmt: skip
+    """Maps of every face of an N×1×S×S batch through ``forward`` (batch → logits): any
+    ONNX-like callable, e.g. ``lambda b: session.run(["logits"], {"input": b})[0]``.
+
+    ``base_logits`` (N×K) saves a pass when the caller already has them; ``chunk`` > 0 runs
+    the masked copies at most that many at a time (0: all in one batch)."""
+    batch = np.asarray(batch, dtype=np.float32)
+    if not len(batch):
+        return []
+    if base_logits is None:
+        base_logits = np.asarray(forward(batch))
+    masked = masked_batch(batch, grid)
+    step = chunk if chunk > 0 else len(masked)
+    logits = np.concatenate([np.asarray(forward(masked[k : k + step]))
+                             for k in range(0, len(masked), step)])  # fmt: skip
+    return maps_from_logits(base_logits, logits, grid)
+
+
+def heat_png(cells: np.ndarray, side: int = PNG_SIDE) -> bytes:
+    """The map as a small RGBA PNG (``side`` px square): red, more opaque where hiding the cell
+    costs the prediction more; transparent where it costs nothing — laid over the face."""
+    import cv2
+
+    cells = np.clip(np.asarray(cells, dtype=np.float64), 0.0, 1.0)
+    grid = cells.shape[0]
+    edges = cell_edges(side, grid)
+    rgba = np.zeros((side, side, 4), np.uint8)
+    rgba[..., 2] = 255  # OpenCV writes BGRA: red
+    for i in range(grid):
+        for j in range(grid):
+            rgba[edges[i] : edges[i + 1], edges[j] : edges[j + 1], 3] = round(200 * cells[i, j])
+    ok, data = cv2.imencode(".png", rgba)
+    if not ok:
+        raise RuntimeError("OpenCV could not encode the occlusion map as PNG")
+    return data.tobytes()
+
+
+def heat_png_base64(cells: np.ndarray, side: int = PNG_SIDE) -> str:
+    """:func:`heat_png` as a ``data:image/png;base64,…`` URL (an ``<img src>`` as it is)."""
+    return "data:image/png;base64," + base64.b64encode(heat_png(cells, side)).decode("ascii")
+
+
+def attach(faces: Sequence[dict[str, Any]], maps: Sequence[OcclusionMap]) -> None:
+    """Put each face's map into its explanation as ``occlusion`` (faces answered by
+    :meth:`ferops.inference.Predictor.describe` with ``explain``)."""
+    for face, occlusion in zip(faces, maps, strict=True):
+        face["explanation"]["occlusion"] = occlusion.to_dict()
