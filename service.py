@@ -189,17 +189,17 @@ class FerService:
             return exc.response()
         out = []
         if crops:
-            try:
-                result = await self._classify(self.predictor.preprocess(crops))
+            batch = self.predictor.preprocess(crops)
+            if explain:  # where the network looked: GRID² masked copies a face, in the same call
+                batch = np.concatenate([batch, masked_batch(batch)])  # (BentoML's batcher splits
+            try:  # a call over max_batch_size into chunks)
+                result = await self._classify(batch)
             except RequestError as exc:
                 return exc.response()
-            n = len(self.predictor.labels)
+            n, masked = len(self.predictor.labels), result[len(crops) :]
+            result = result[: len(crops)]
             out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
-            if explain:  # where the network looked: GRID² masked copies a face, one classifier call
-                try:  # (BentoML's batcher splits a call over max_batch_size into chunks)
-                    masked = await self._classify(masked_batch(self.predictor.preprocess(crops)))
-                except RequestError as exc:
-                    return exc.response()
+            if explain:
                 attach(out, maps_from_logits(result[:, :n], masked[:, :n]))
         return PredictResponse(faces=out, reason=reason, model=self.tag)
 
