@@ -84,20 +84,19 @@ def postgres():
     import shutil
     import tempfile
 
-    from ferops.teamserver import create_database, init_database, postgres_uri, start_database
-    from ferops.teamserver import wait_database
+    from ferops import teamserver
 
     # Not under pytest's tmp_path: its parents are private to root, the postgres user needs in.
     data = Path(tempfile.mkdtemp(prefix="ferops-pg-")) / "data"
     data.parent.chmod(0o755)
-    init_database(data)
+    teamserver.init_database(data)
     port = free_port()
     log = open(data.parent / "postgres.log", "w")  # noqa: SIM115 - closed below
-    proc = start_database(data, port, log_file=log)
+    proc = teamserver.start_database(data, port, log_file=log)
     try:
-        wait_database(port, timeout=60, proc=proc)
-        create_database(port)
-        yield postgres_uri(port)
+        teamserver.wait_database(port, timeout=60, proc=proc)
+        teamserver.create_database(port)
+        yield teamserver.postgres_uri(port)
     finally:
         stop_process_group(proc)
         log.close()

@@ -235,13 +235,22 @@ def main(argv: list[str] | None = None) -> int:
     db.add_argument("data", type=Path, help="the database's data folder")
     db.add_argument("--port", type=int, default=DEFAULT_DB_PORT)
     db.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0: the team)")
-    db.add_argument("--password-file", type=Path, default=None,
-                    help="the mlflow role's password (required unless --host is 127.0.0.1)")
+    db.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="the mlflow role's password (required unless --host is 127.0.0.1)",
+    )
     copy = sub.add_parser("migrate", help="copy a sqlite MLflow history into PostgreSQL")
     copy.add_argument("source", help="sqlite:///mlflow.db")
     copy.add_argument("target", help="postgresql://mlflow@host:5432/mlflow")
-    copy.add_argument("--artifacts", nargs=2, metavar=("OLD", "NEW"), default=None,
-                      help="rewrite artifact locations starting with OLD to start with NEW")
+    copy.add_argument(
+        "--artifacts",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        default=None,
+        help="rewrite artifact locations starting with OLD to start with NEW",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "migrate":
