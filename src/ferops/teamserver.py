@@ -195,22 +195,28 @@ def _row(row: Mapping, artifacts: tuple[str, str] | None) -> dict:
     return {k: _rewrite(v, artifacts) if k in ARTIFACT_COLUMNS else v for k, v in row.items()}
 
 
+#: Tables MLflow's schema fills by itself (the ``Default`` experiment, the default workspace):
+#: the source has the same rows, so the target's are replaced.
+SEEDED_TABLES = ("experiments", "experiment_tags", "workspaces")
+
+
 def _empty_target(conn, meta) -> None:
-    """Refuse a target with history; drop the empty ``Default`` experiment MLflow creates."""
+    """Refuse a target with history; clear the rows MLflow seeds a new store with."""
     import sqlalchemy as sa
 
-    experiments = meta.tables["experiments"]
     for table in meta.sorted_tables:
-        if table.name in ("alembic_version", "experiments", "experiment_tags"):
+        if table.name in ("alembic_version", *SEEDED_TABLES):
             continue
         if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
             raise ValueError(f"the target store is not empty (table {table.name}): "
                              "copy into a new database")  # fmt: skip
-    names = conn.execute(sa.select(experiments.c.name)).scalars().all()
+    names = conn.execute(sa.select(meta.tables["experiments"].c.name)).scalars().all()
     if set(names) - {"Default"}:
-        raise ValueError(f"the target store already has experiments {names}: use a new database")
-    conn.execute(meta.tables["experiment_tags"].delete())
-    conn.execute(experiments.delete())
+        raise ValueError(f"the target store is not empty (experiments {names}): "
+                         "copy into a new database")  # fmt: skip
+    for table in reversed(meta.sorted_tables):
+        if table.name in SEEDED_TABLES:
+            conn.execute(table.delete())
 
 
 def _advance_sequences(conn, tables) -> None:
