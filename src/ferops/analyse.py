@@ -553,7 +553,9 @@ def add_score_command(sub) -> None:
     cmd.add_argument("--master", default=scoring.DEFAULT_MASTER, help="Spark master URL")
     cmd.add_argument("--driver-memory", default=scoring.DEFAULT_DRIVER_MEMORY)
     cmd.add_argument("--executor-memory", default=None, help="per executor (cluster masters)")
-    cmd.add_argument("--partitions", type=int, default=None, help="repartition the images")
+    cmd.add_argument(
+        "--partitions", type=int, default=None, help="at least this many (default: all cores)"
+    )
     cmd.add_argument(
         "--batch-rows",
         type=int,

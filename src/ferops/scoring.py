@@ -133,7 +133,9 @@ def score_to_parquet(source: str | Path, out: str | Path, model_uri: str,
     try:
         start = time.perf_counter()
         images = read_images(spark, source)
-        if partitions:
+        # A folder of small files is one partition: spread it over every core / executor.
+        partitions = partitions or spark.sparkContext.defaultParallelism
+        if images.rdd.getNumPartitions() < partitions:
             images = images.repartition(partitions)
         score(images, model_uri).write.mode("overwrite").parquet(str(out))
         seconds = time.perf_counter() - start
