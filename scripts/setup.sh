@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up a working copy: .venv with the pinned stack, Chromium for the browser test, DVC wired,
+# Set up a working copy: .venv with the pinned stack, Chromium for the browser test, PostgreSQL
+# and Java for the team-server and Spark tests, DVC wired,
 # raw data pulled from the remote.
 # Idempotent: reinstalls only when requirements.lock or pyproject.toml changed.
 set -euo pipefail
@@ -27,6 +28,24 @@ if ! command -v chromium >/dev/null; then
   else
     echo "setup: WARNING chromium is missing: run \`sudo apt-get install chromium\`" \
          "(tests/test_ui.py needs it)" >&2
+  fi
+fi
+
+# The team-server tests start a real PostgreSQL (Debian's `postgresql`: initdb / postgres under
+# /usr/lib/postgresql) and `ferops score` runs Spark on Java 17 (Debian's default-jre-headless):
+# system packages, installed once as root like chromium; skipped when already there.
+want_apt=()
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null ||
+  want_apt+=(postgresql)
+command -v java >/dev/null || want_apt+=(default-jre-headless)
+if [ ${#want_apt[@]} -gt 0 ]; then
+  if [ "$(id -u)" -eq 0 ]; then
+    echo "setup: installing Debian's ${want_apt[*]} (tracking-server and Spark tests, ~1 minute)"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${want_apt[@]}"
+  else
+    echo "setup: WARNING ${want_apt[*]} missing: run \`sudo apt-get install ${want_apt[*]}\`" \
+         "(tests/test_team_server.py, tests/test_scoring.py and every mlflow-server test need them)" >&2
   fi
 fi
 

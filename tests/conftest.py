@@ -77,8 +77,36 @@ def bad_files(tmp_path: Path, clear_frame: Path) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
-    """A real ``mlflow server`` on 127.0.0.1 (sqlite backend, served artifacts); yields its URI."""
+def postgres():
+    """A real PostgreSQL server (Debian's binaries, a throw-away cluster, run as the ``postgres``
+    user when the tests run as root) on a free 127.0.0.1 port; yields the ``mlflow`` database's
+    URI and removes the cluster after the session."""
+    import shutil
+    import tempfile
+
+    from ferops import teamserver
+
+    # Not under pytest's tmp_path: its parents are private to root, the postgres user needs in.
+    data = Path(tempfile.mkdtemp(prefix="ferops-pg-")) / "data"
+    data.parent.chmod(0o755)
+    teamserver.init_database(data)
+    port = free_port()
+    log = open(data.parent / "postgres.log", "w")  # noqa: SIM115 - closed below
+    proc = teamserver.start_database(data, port, log_file=log)
+    try:
+        teamserver.wait_database(port, timeout=60, proc=proc)
+        teamserver.create_database(port)
+        yield teamserver.postgres_uri(port)
+    finally:
+        stop_process_group(proc)
+        log.close()
+        shutil.rmtree(data.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str):
+    """A real ``mlflow server`` on 127.0.0.1 as a team runs it: PostgreSQL backend store,
+    served artifacts in a folder; yields its URI."""
     import os
     import subprocess
     import sys
@@ -89,8 +117,7 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1",
-         "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}",
+         "--port", str(port), "--workers", "1", "--backend-store-uri", postgres,
          "--artifacts-destination", str(home / "artifacts")],
         cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -50,8 +50,9 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     """pyfunc image model: per input row (``image`` bytes, optional ``crop``) the record the
     service's ``/predict`` answers — ``faces`` (expression, the 7 probabilities, box, score,
     principal), ``reason`` (``no_face`` / ``image_too_small`` when there are none) and ``model``
-    (the bundle's manifest sha256) — or, for bytes that are not a usable image, ``faces: []``
-    with ``/predict``'s ``error`` code and ``detail``. Face crops of all rows share one batch.
+    (the bundle's manifest sha256) — and ``error`` / ``detail``: ``None``, or for bytes that are
+    not a usable image (then ``faces: []``) ``/predict``'s error code and its detail. Face crops
+    of all rows share one batch.
     """
 
     def load_context(self, context) -> None:
@@ -75,7 +76,9 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         records: list[dict[str, Any]] = []
         located: list[tuple[int, list, list]] = []
         for data, is_crop in zip(frame["image"], crops_flag, strict=True):
-            record: dict[str, Any] = {"faces": [], "reason": None, "model": self.model}
+            # error / detail on every row (None for a usable image): one table shape (Spark).
+            record: dict[str, Any] = {"faces": [], "reason": None, "model": self.model,
+                                      "error": None, "detail": None}  # fmt: skip
             records.append(record)
             if isinstance(data, str):  # base64 text, when no signature decoded it
                 data = base64.b64decode(data)

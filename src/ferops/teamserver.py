@@ -1,0 +1,287 @@
+"""The team's tracking server: MLflow on a PostgreSQL database, and moving a sqlite history there.
+
+A team shares one ``mlflow server`` whose backend store is PostgreSQL (runs, metrics, the model
+registry) and whose artifact store is a folder or a bucket; every machine then sets the same
+``MLFLOW_TRACKING_URI=http://host:port``. This module runs the database (Debian's ``postgresql``
+binaries, a data folder of its own, no system service needed; the test fixtures start it the same
+way) and copies an existing ``mlflow.db`` into it (:func:`copy_history`). The server itself is
+MLflow's: ``mlflow server --backend-store-uri postgresql://…``.
+
+``python -m ferops.teamserver db DATA``: initialise ``DATA`` when empty, create the ``mlflow``
+database and run PostgreSQL in the foreground (Ctrl-C stops it).
+``python -m ferops.teamserver migrate SQLITE_URI POSTGRES_URI``: copy a sqlite history.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+#: The database role and database the tracking server uses.
+DB_USER = "mlflow"
+DB_NAME = "mlflow"
+DEFAULT_DB_PORT = 5432
+#: PostgreSQL refuses to run as root; as root the database runs as this system user (created by
+#: Debian's ``postgresql`` package).
+SYSTEM_USER = "postgres"
+#: Where Debian installs the server binaries (one folder per major version).
+DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
+#: Columns of MLflow's schema that hold artifact locations (rewritten by ``artifacts``).
+ARTIFACT_COLUMNS = frozenset({"artifact_location", "artifact_uri", "source", "storage_location"})
+
+
+def postgres_binary(program: str) -> Path:
+    """The PostgreSQL server program ``program`` (``initdb``, ``postgres``): Debian's newest
+    version folder first (``initdb`` is not on Debian's PATH), else the PATH."""
+    versions = sorted(DEBIAN_POSTGRES.glob(f"*/bin/{program}"),
+                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)  # fmt: skip
+    if versions:
+        return versions[-1]
+    found = shutil.which(program)
+    if found is None:
+        raise FileNotFoundError(f"PostgreSQL's {program} not found: `apt-get install postgresql` "
+                                "(scripts/setup.sh does it as root)")  # fmt: skip
+    return Path(found)
+
+
+def postgres_uri(port: int, host: str = "127.0.0.1", user: str = DB_USER,
+                 database: str = DB_NAME, password: str | None = None) -> str:  # fmt: skip
+    """The SQLAlchemy URI MLflow takes as ``--backend-store-uri`` (driver: psycopg 3)."""
+    secret = f":{password}" if password else ""
+    return f"postgresql://{user}{secret}@{host}:{port}/{database}"
+
+
+def _as_system_user(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", SYSTEM_USER, "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+def init_database(data: Path, password: str | None = None, user: str = DB_USER) -> None:
+    """``initdb`` a new cluster in ``data`` (no-op when it already holds one) whose superuser is
+    ``user``. Without ``password`` it trusts connections from this machine only (tests, one
+    person); with one, TCP connections from anywhere need it (scram-sha-256)."""
+    data = Path(data)
+    if (data / "PG_VERSION").exists():
+        return
+    data.mkdir(parents=True, exist_ok=True)
+    cmd = [str(postgres_binary("initdb")), "-D", str(data), "-U", user, "-E", "UTF8",
+           "--no-locale", "--auth-local=trust"]  # fmt: skip
+    secret = None
+    if password:
+        secret = data.parent / f".{data.name}.pw"
+        secret.write_text(password)
+        cmd += ["--auth-host=scram-sha-256", f"--pwfile={secret}"]
+    else:
+        cmd += ["--auth-host=trust"]
+    if os.geteuid() == 0:
+        shutil.chown(data, SYSTEM_USER, SYSTEM_USER)
+        if secret is not None:
+            shutil.chown(secret, SYSTEM_USER, SYSTEM_USER)
+    try:
+        done = subprocess.run(_as_system_user(cmd), capture_output=True, text=True, check=False)
+        if done.returncode:
+            raise RuntimeError(f"initdb failed in {data}: {done.stderr.strip()[-2000:]}")
+    finally:
+        if secret is not None:
+            secret.unlink()
+    if password:  # initdb lets in 127.0.0.1 only: the team connects from its own machines
+        with open(data / "pg_hba.conf", "a", encoding="utf-8") as hba:
+            hba.write("host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
+    log.info("initialised a PostgreSQL cluster in %s (superuser %s)", data, user)
+
+
+def start_database(data: Path, port: int, host: str = "127.0.0.1", log_file=None):
+    """Start ``postgres`` on ``host:port`` for the cluster in ``data`` (its Unix socket in
+    ``data``) as a new process group; returns the process (stop it with
+    :func:`ferops.processes.stop_process_group`)."""
+    cmd = [str(postgres_binary("postgres")), "-D", str(data), "-p", str(port), "-h", host,
+           "-k", str(data)]  # fmt: skip
+    return subprocess.Popen(_as_system_user(cmd), stdout=log_file, stderr=subprocess.STDOUT,
+                            start_new_session=True)  # fmt: skip
+
+
+def wait_database(port: int, timeout: float, proc=None, user: str = DB_USER,
+                  password: str | None = None) -> None:  # fmt: skip
+    """Poll until the server on 127.0.0.1:``port`` accepts a connection, the process dies, or
+    ``timeout`` passes."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"postgres exited with {proc.returncode} before it answered")
+        try:
+            psycopg.connect(host="127.0.0.1", port=port, user=user, password=password,
+                            dbname="postgres", connect_timeout=2).close()  # fmt: skip
+            return
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+
+
+def create_database(port: int, name: str = DB_NAME, user: str = DB_USER,
+                    password: str | None = None, host: str = "127.0.0.1") -> None:  # fmt: skip
+    """Create database ``name`` owned by ``user`` unless it exists."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(host=host, port=port, user=user, password=password, dbname="postgres",
+                         autocommit=True) as conn:  # fmt: skip
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
+                                                                   sql.Identifier(user)))  # fmt: skip
+        log.info("created database %s", name)
+
+
+def _rewrite(value, artifacts: tuple[str, str] | None):
+    if artifacts and isinstance(value, str) and value.startswith(artifacts[0]):
+        return artifacts[1] + value[len(artifacts[0]) :]
+    return value
+
+
+def copy_history(source_uri: str, target_uri: str,
+                 artifacts: tuple[str, str] | None = None) -> dict[str, int]:  # fmt: skip
+    """Copy every row of an MLflow sqlite store (``sqlite:///mlflow.db``) into an empty
+    PostgreSQL store; returns rows copied per table.
+
+    Both stores are first brought to this MLflow's schema (``mlflow db upgrade``), so their
+    tables are the same; rows are copied in foreign-key order, then PostgreSQL's id sequences
+    are moved past the copied ids. A target holding anything but MLflow's empty ``Default``
+    experiment is refused. ``artifacts=(old, new)`` rewrites artifact locations that start with
+    ``old`` (e.g. ``/home/me/ferops/mlruns`` → ``mlflow-artifacts:`` once the folder is copied
+    to the server's ``--artifacts-destination``); other locations are copied as they are.
+    """
+    import sqlalchemy as sa
+    from mlflow.store.db.utils import _initialize_tables, _is_empty_database, _upgrade_db
+
+    source, target = sa.create_engine(source_uri), sa.create_engine(target_uri)
+    try:
+        for engine in (source, target):  # MLflow's own schema code: same tables on both sides
+            (_initialize_tables if _is_empty_database(engine) else _upgrade_db)(engine)
+        src_meta, dst_meta = sa.MetaData(), sa.MetaData()
+        src_meta.reflect(source)
+        dst_meta.reflect(target)
+        tables = [t for t in dst_meta.sorted_tables if t.name != "alembic_version"]
+        counts: dict[str, int] = {}
+        with source.connect() as src, target.begin() as dst:
+            _empty_target(dst, dst_meta)
+            for table in tables:
+                if table.name not in src_meta.tables:
+                    continue
+                rows = src.execute(sa.select(src_meta.tables[table.name])).mappings()
+                counts[table.name] = 0
+                while chunk := rows.fetchmany(5000):
+                    dst.execute(table.insert(), [_row(r, artifacts) for r in chunk])
+                    counts[table.name] += len(chunk)
+            _advance_sequences(dst, tables)
+    finally:
+        source.dispose()
+        target.dispose()
+    log.info("copied %s", ", ".join(f"{n} {t}" for t, n in counts.items() if n))
+    return counts
+
+
+def _row(row: Mapping, artifacts: tuple[str, str] | None) -> dict:
+    return {k: _rewrite(v, artifacts) if k in ARTIFACT_COLUMNS else v for k, v in row.items()}
+
+
+#: Tables MLflow's schema fills by itself (the ``Default`` experiment, the default workspace):
+#: the source has the same rows, so the target's are replaced.
+SEEDED_TABLES = ("experiments", "experiment_tags", "workspaces")
+
+
+def _empty_target(conn, meta) -> None:
+    """Refuse a target with history; clear the rows MLflow seeds a new store with."""
+    import sqlalchemy as sa
+
+    for table in meta.sorted_tables:
+        if table.name in ("alembic_version", *SEEDED_TABLES):
+            continue
+        if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
+            raise ValueError(f"the target store is not empty (table {table.name}): "
+                             "copy into a new database")  # fmt: skip
+    names = conn.execute(sa.select(meta.tables["experiments"].c.name)).scalars().all()
+    if set(names) - {"Default"}:
+        raise ValueError(f"the target store is not empty (experiments {names}): "
+                         "copy into a new database")  # fmt: skip
+    for table in reversed(meta.sorted_tables):
+        if table.name in SEEDED_TABLES:
+            conn.execute(table.delete())
+
+
+def _advance_sequences(conn, tables) -> None:
+    import sqlalchemy as sa
+
+    for table in tables:
+        for column in table.primary_key.columns:
+            sequence = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
+                                    {"t": table.name, "c": column.name}).scalar()  # fmt: skip
+            if sequence:
+                top = conn.execute(sa.select(sa.func.max(column))).scalar()
+                if top is not None:
+                    conn.execute(sa.text("SELECT setval(:s, :v)"), {"s": sequence, "v": top})
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ferops.teamserver db|migrate``: see the module docstring."""
+    parser = argparse.ArgumentParser(prog="python -m ferops.teamserver", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    db = sub.add_parser("db", help="run the tracking database (initialised when new)")
+    db.add_argument("data", type=Path, help="the database's data folder")
+    db.add_argument("--port", type=int, default=DEFAULT_DB_PORT)
+    db.add_argument("--host", default="127.0.0.1", help="listen address (0.0.0.0: the team)")
+    db.add_argument(
+        "--password-file",
+        type=Path,
+        default=None,
+        help="the mlflow role's password (required unless --host is 127.0.0.1)",
+    )
+    copy = sub.add_parser("migrate", help="copy a sqlite MLflow history into PostgreSQL")
+    copy.add_argument("source", help="sqlite:///mlflow.db")
+    copy.add_argument("target", help="postgresql://mlflow@host:5432/mlflow")
+    copy.add_argument(
+        "--artifacts",
+        nargs=2,
+        metavar=("OLD", "NEW"),
+        default=None,
+        help="rewrite artifact locations starting with OLD to start with NEW",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "migrate":
+        artifacts = tuple(args.artifacts) if args.artifacts else None
+        copy_history(args.source, args.target, artifacts)
+        return 0
+    password = args.password_file.read_text().strip() if args.password_file else None
+    if args.host != "127.0.0.1" and not password:
+        parser.error("a database other machines reach needs --password-file")
+    init_database(args.data, password)
+    proc = start_database(args.data, args.port, args.host)
+    try:
+        wait_database(args.port, 60, proc, password=password)
+        create_database(args.port, password=password)
+        log.info("tracking database ready: mlflow server --backend-store-uri %s",
+                 postgres_uri(args.port, "127.0.0.1" if args.host == "127.0.0.1" else "HOST",
+                              password="…" if password else None))  # fmt: skip
+        return proc.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        from ferops.processes import stop_process_group
+
+        stop_process_group(proc)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""The team tracking server: MLflow's stores really live in PostgreSQL (the session's
+`mlflow server` fixture runs on it, so the tiny pipeline run, the registry, the gate, the
+`ferops-models` CLI and `import-bento` of the other test modules all use it), and a sqlite
+history moves over with its runs, metrics, registered versions and aliases."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.bundles import make_bundle
+
+
+def _database(uri: str, name: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    from ferops.teamserver import create_database
+
+    url = make_url(uri)
+    create_database(url.port, name)
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def test_the_server_keeps_runs_and_versions_in_postgres(mlflow_server: str, postgres: str,
+                                                        tmp_path: Path, capsys,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    import mlflow
+    import sqlalchemy as sa
+
+    from ferops import cli
+    from ferops.registry import register_bundle
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("team-server-tests")
+    name = "ferops-test-team"
+    bundle, weights = make_bundle(tmp_path / "a", seed=41)
+    with mlflow.start_run() as run:
+        mlflow.log_param("team", "yes")
+    register_bundle(bundle, weights, run.info.run_id, {"split_definition": "s"}, 0.4, name=name)
+    assert cli.main(["--name", name, "list"]) == 0
+    assert "champion" in capsys.readouterr().out
+
+    engine = sa.create_engine(postgres)  # the server's own database, read directly
+    try:
+        with engine.connect() as db:
+            assert db.execute(sa.text("SELECT version()")).scalar().startswith("PostgreSQL")
+            params = db.execute(sa.text("SELECT value FROM params WHERE run_uuid = :r AND "
+                                        "key = 'team'"), {"r": run.info.run_id}).scalars().all()  # fmt: skip
+            alias = db.execute(sa.text("SELECT version FROM registered_model_aliases WHERE "
+                                       "name = :n AND alias = 'champion'"), {"n": name}).scalar()  # fmt: skip
+    finally:
+        engine.dispose()
+    assert params == ["yes"] and alias == 1
+
+
+def test_a_sqlite_history_moves_to_postgres(postgres: str, tmp_path: Path) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from ferops.teamserver import copy_history
+
+    sqlite = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlruns = tmp_path / "mlruns"
+    old = MlflowClient(tracking_uri=sqlite, registry_uri=sqlite)
+    experiment = old.create_experiment("ferops", artifact_location=str(mlruns / "1"))
+    run = old.create_run(experiment, tags={"stage": "train"})
+    old.log_param(run.info.run_id, "train.lr", "0.002")
+    for step, value in enumerate((0.30, 0.35, 0.41), start=1):
+        old.log_metric(run.info.run_id, "val_acc", value, step=step)
+    old.set_terminated(run.info.run_id)
+    old.create_registered_model("ferops-resnet18")
+    source = f"{run.info.artifact_uri}/bundle"
+    old.create_model_version("ferops-resnet18", source, run.info.run_id,
+                             tags={"test_accuracy": "0.410448"})  # fmt: skip
+    old.set_registered_model_alias("ferops-resnet18", "champion", 1)
+
+    target = _database(postgres, "migrated")
+    counts = copy_history(sqlite, target, artifacts=(str(mlruns), "mlflow-artifacts:"))
+    assert counts["runs"] == 1 and counts["metrics"] == 3 and counts["model_versions"] == 1
+
+    new = MlflowClient(tracking_uri=target, registry_uri=target)
+    moved = new.get_run(run.info.run_id)
+    assert moved.data.params == {"train.lr": "0.002"} and moved.data.tags["stage"] == "train"
+    history = new.get_metric_history(run.info.run_id, "val_acc")
+    assert [m.value for m in history] == [0.30, 0.35, 0.41]
+    assert moved.info.artifact_uri == f"mlflow-artifacts:/1/{run.info.run_id}/artifacts"
+    champion = new.get_model_version_by_alias("ferops-resnet18", "champion")
+    assert (str(champion.version), champion.tags["test_accuracy"]) == ("1", "0.410448")
+    assert new.get_experiment_by_name("ferops").artifact_location == "mlflow-artifacts:/1"
+    assert int(new.create_experiment("after-the-move")) > int(experiment)  # ids continue
+    with pytest.raises(ValueError, match="not empty"):
+        copy_history(sqlite, target)
