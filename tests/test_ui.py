@@ -197,7 +197,10 @@ def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bu
         assert len(drawn["alpha"]) == GRID * GRID  # one pixel a cell, rows from the top
         alpha = np.asarray(drawn["alpha"], float)
         assert alpha.max() > 0 and cells.max() == 1.0, "the map of a random network is not flat"
-        np.testing.assert_allclose(alpha / alpha.max(), cells.ravel(), atol=0.01)
+        # drawn relative to the largest drop, fainter when that drop is small (rounded to bytes)
+        np.testing.assert_allclose(alpha / alpha.max(), cells.ravel(), atol=1.0 / alpha.max())
+        strength = max(0.25, min(1.0, face["explanation"]["occlusion"]["max_drop"] / 0.1))
+        assert abs(alpha.max() - round(170 * strength)) <= 1
         np.testing.assert_allclose(drawn["covers"], [1, 1], atol=0.02)  # stretched over the box
     cards = page.evaluate(SHOWN)["cards"]
     assert all("Where it looked" in card["explanation"] for card in cards), cards

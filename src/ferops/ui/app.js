@@ -157,12 +157,17 @@ function wholeImage(face) {
   return node;
 }
 
-/** Most opaque a cell of the occlusion map is drawn (the cell that mattered most). */
+/** Most opaque a cell of the occlusion map is drawn (the cell that mattered most, when hiding
+ * it lowered the answer's probability by OCCLUSION_FULL_DROP or more). */
 const OCCLUSION_ALPHA = 170;
+const OCCLUSION_FULL_DROP = 0.1;
+/** A map whose largest drop is tiny is still drawn, faintly: at least this share of the alpha. */
+const OCCLUSION_MIN_STRENGTH = 0.25;
 
 /** Where the network looked: the occlusion map (grid × grid cells in [0, 1], rows from the
  * top) as a grid × grid canvas stretched over the face, one red square per cell, more opaque
- * where hiding that cell lowered the predicted class's probability more. */
+ * where hiding that cell lowered the predicted class's probability more; the whole map fainter
+ * when even the largest drop was small. */
 function occlusionCanvas(occlusion) {
   const grid = occlusion.grid;
   const canvas = el("canvas", "occlusion");
@@ -170,8 +175,11 @@ function occlusionCanvas(occlusion) {
   canvas.dataset.grid = grid;
   const context = canvas.getContext("2d");
   const pixels = context.createImageData(grid, grid);
+  // cells are relative to the largest drop: a map where nothing mattered much is drawn faint
+  const strength = Math.max(OCCLUSION_MIN_STRENGTH,
+                            Math.min(1, occlusion.max_drop / OCCLUSION_FULL_DROP));
   occlusion.cells.flat().forEach((value, i) => {
-    pixels.data.set([230, 20, 20, Math.round(OCCLUSION_ALPHA * value)], 4 * i);
+    pixels.data.set([230, 20, 20, Math.round(OCCLUSION_ALPHA * strength * value)], 4 * i);
   });
   context.putImageData(pixels, 0, 0);
   return canvas;
