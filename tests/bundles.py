@@ -39,3 +39,21 @@ def make_bundle(folder: Path, seed: int, meta: dict[str, Any] = META) -> tuple[P
     (folder / "rules.json").write_text(json.dumps(rules))
     build_bundle(folder / "bundle", folder / "model.onnx", meta, folder / "rules.json", YUNET)
     return folder / "bundle", folder / "model.pt"
+
+
+def register_tiny(tracking_uri: str, folder: Path, seed: int, name: str, experiment: str,
+                  params: dict[str, str] | None = None) -> tuple[Path, str, dict[str, Any]]:  # fmt: skip
+    """A :func:`make_bundle` registered in a real MLflow server from a fresh run of
+    ``experiment`` (test accuracy 0.4); returns the bundle, the run id and the gate's decision."""
+    import mlflow
+
+    from ferops.registry import register_bundle
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment)
+    bundle, weights = make_bundle(folder, seed)
+    with mlflow.start_run() as run:
+        mlflow.log_params(params or {})
+    decision = register_bundle(bundle, weights, run.info.run_id, {"split_definition": "s"}, 0.4,
+                               name=name)  # fmt: skip
+    return bundle, run.info.run_id, decision

@@ -13,7 +13,7 @@ import pytest
 from ferops.images import read_image
 from ferops.inference import Predictor
 from ferops.processes import stop_process_group
-from tests.bundles import make_bundle
+from tests.bundles import register_tiny
 from tests.conftest import ROOT
 
 #: Every 12th SFEW frame: 57 frames of all 7 classes.
@@ -23,19 +23,11 @@ EVERY = 12
 def test_spark_scores_frames_like_the_predictor(mlflow_server: str, sfew_root: Path,
                                                  bad_files: dict[str, Path], tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import mlflow
     import pyarrow.parquet as pq
 
-    from ferops.registry import register_bundle
-
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_experiment("scoring-tests")
     name = "ferops-test-spark"
-    bundle, weights = make_bundle(tmp_path / "model", seed=31)
-    with mlflow.start_run() as run:
-        run_id = run.info.run_id
-    decision = register_bundle(bundle, weights, run_id, {"split_definition": "s"}, 0.4, name=name)
+    bundle, _, decision = register_tiny(mlflow_server, tmp_path / "model", 31, name, "scoring-tests")
     assert decision["alias"] == "champion"
 
     images = tmp_path / "images"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bundles import make_bundle
+from tests.bundles import register_tiny
 
 
 def _database(uri: str, name: str) -> str:
@@ -25,20 +25,14 @@ def _database(uri: str, name: str) -> str:
 def test_the_server_keeps_runs_and_versions_in_postgres(mlflow_server: str, postgres: str,
                                                         tmp_path: Path, capsys,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
-    import mlflow
     import sqlalchemy as sa
 
     from ferops import cli
-    from ferops.registry import register_bundle
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_experiment("team-server-tests")
     name = "ferops-test-team"
-    bundle, weights = make_bundle(tmp_path / "a", seed=41)
-    with mlflow.start_run() as run:
-        mlflow.log_param("team", "yes")
-    register_bundle(bundle, weights, run.info.run_id, {"split_definition": "s"}, 0.4, name=name)
+    _, run_id, _ = register_tiny(mlflow_server, tmp_path / "a", 41, name, "team-server-tests",
+                                 {"team": "yes"})  # fmt: skip
     assert cli.main(["--name", name, "list"]) == 0
     assert "champion" in capsys.readouterr().out
 
@@ -47,7 +41,7 @@ def test_the_server_keeps_runs_and_versions_in_postgres(mlflow_server: str, post
         with engine.connect() as db:
             assert db.execute(sa.text("SELECT version()")).scalar().startswith("PostgreSQL")
             params = db.execute(sa.text("SELECT value FROM params WHERE run_uuid = :r AND "
-                                        "key = 'team'"), {"r": run.info.run_id}).scalars().all()  # fmt: skip
+                                        "key = 'team'"), {"r": run_id}).scalars().all()  # fmt: skip
             alias = db.execute(sa.text("SELECT version FROM registered_model_aliases WHERE "
                                        "name = :n AND alias = 'champion'"), {"n": name}).scalar()  # fmt: skip
     finally:
