@@ -39,7 +39,7 @@ from ferops.augment import augment_image
 from ferops.config import load_section
 from ferops.crossval import load_fold_inputs, paired_difference, run_fold
 from ferops.model import CLASSES, FerResNet
-from ferops.rules import RuleConfig, ask_network, fidelity, fit_tree
+from ferops.rules import RuleConfig, ask_network, fidelity, fit_tree, oracle_faces
 from ferops.training import FaceSet
 
 log = logging.getLogger("finetune_search")
@@ -115,10 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     with np.load("data/fer2013/fer2013.npz") as blob:
         fer_public = FaceSet(blob["x_publictest"], blob["y_publictest"], data.config.resize)
         fer_train_x, fer_train_y = blob["x_train"], blob["y_train"]
-    picked = np.random.default_rng(rules.seed).permutation(len(fer_train_x))[:FIDELITY_FER_FACES]
-    oracle_fer = [fer_train_x[i] for i in picked] + [
-        np.ascontiguousarray(fer_train_x[i][:, ::-1]) for i in picked
-    ]
+    # trees fitted as the explain stage fits them, on fewer FER2013 faces (they are the slow part)
+    oracle = dataclasses.replace(rules, fer2013_faces=FIDELITY_FER_FACES)
     report: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {}
     report.setdefault("recipes", {})
     labels = np.asarray(data.labels)
@@ -142,13 +140,13 @@ def main(argv: list[str] | None = None) -> int:
             prior = batch_prior(labels[~held], fer_train_y if extra else None, config.extra_share)
             train_faces = [v for i in np.flatnonzero(~held)
                            for v in augment_image(data.images[i], data.augment).values()]  # fmt: skip
+            fit_faces, _ = oracle_faces(train_faces, fer_train_x, oracle)
             held_faces = [data.images[i] for i in np.flatnonzero(held)]
             for alpha in ALPHAS:
                 net = interpolate(data.start_state, tuned, alpha)
                 held_f, held_p = ask_network(net, held_faces, config.resize, config.input_size)
                 fer_f, _ = ask_network(net, fer_public.images, config.resize, config.input_size)
-                fit_f, _ = ask_network(net, train_faces + oracle_fer, config.resize,
-                                       config.input_size)  # fmt: skip
+                fit_f, _ = ask_network(net, fit_faces, config.resize, config.input_size)
                 held_logits, fer_logits, fit_logits = (
                     classify(net, f) for f in (held_f, fer_f, fit_f)
                 )
