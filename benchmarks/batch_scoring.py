@@ -38,10 +38,14 @@ EVERY, FRAMES = 11, 60
 def run_measured(cmd: list[str], env: dict[str, str], interval: float = 0.2) -> dict:
     """Run ``cmd``; wall time and peak RSS (MB) of the whole process tree, of its JVM, and the
     largest peak of one Python process other than the command itself (Spark's workers)."""
+    import tempfile
+
     import psutil
 
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    # output to a file, not a pipe: a pipe nobody reads until the end fills up and blocks Spark
+    log_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back after the loop)
+    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)  # fmt: skip
     peak_total, peak_java, peak_worker, peak_main = 0, 0, 0, 0
     root = psutil.Process(proc.pid)
@@ -58,7 +62,9 @@ def run_measured(cmd: list[str], env: dict[str, str], interval: float = 0.2) -> 
         workers = [r for pid, (n, r) in rss.items() if pid != proc.pid and n.startswith("python")]
         peak_worker = max([peak_worker, *workers])
         time.sleep(interval)
-    output = proc.stdout.read()
+    log_file.seek(0)
+    output = log_file.read()
+    log_file.close()
     seconds = time.perf_counter() - start
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-4000:]}")

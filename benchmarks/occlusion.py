@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     predictor = Predictor(args.bundle, "cpu")
-    frames = scan_frames(args.frames)[:: max(1, 675 // args.n_frames)][: args.n_frames]
+    frames = scan_frames(args.frames)
+    frames = frames[:: max(1, len(frames) // args.n_frames)][: args.n_frames]
     loaded = []  # (rgb, preprocessed faces, their logits)
     for frame in frames:
         rgb = read_image(frame.path)

@@ -3,9 +3,6 @@ its input, built with onnx.helper and run by ONNX Runtime, must get a map that p
 
 from __future__ import annotations
 
-import base64
-
-import cv2
 import numpy as np
 import pytest
 
@@ -13,7 +10,6 @@ from ferops.occlusion import (
     FILL,
     GRID,
     cell_edges,
-    heat_png,
     maps_from_logits,
     masked_batch,
     occlusion_maps,
@@ -120,20 +116,10 @@ def test_sensitivity_is_scaled_clipped_and_flat_when_nothing_matters() -> None:
         maps_from_logits(base[None], masked[:-1])
 
 
-def test_json_form_and_png() -> None:
-    cells = np.zeros((GRID, GRID))
-    cells[1, 2] = 1.0
+def test_json_form() -> None:
     occlusion = sensitivity(np.array([1.0, 0.0]), np.array([[0.0 if k == GRID + 2 else 1.0, 0.0]
                                                             for k in range(GRID * GRID)]))  # fmt: skip
     record = occlusion.to_dict()
     assert record["grid"] == GRID and len(record["cells"]) == GRID
     assert all(len(row) == GRID for row in record["cells"]) and record["cells"][1][2] == 1.0
-    header, data = record["png"].split(",", 1)
-    assert header == "data:image/png;base64"
-    image = cv2.imdecode(np.frombuffer(base64.b64decode(data), np.uint8), cv2.IMREAD_UNCHANGED)
-    assert image.shape == (48, 48, 4)
-    edges = cell_edges(48)
-    alpha = image[..., 3]
-    assert (alpha[edges[1] : edges[2], edges[2] : edges[3]] == 200).all()
-    assert alpha.sum() == 200 * (edges[2] - edges[1]) * (edges[3] - edges[2])
-    assert heat_png(cells, side=12)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(record) == {"grid", "cells", "max_drop", "fill"}

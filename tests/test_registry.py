@@ -4,6 +4,7 @@ model card and descriptions, and the ferops experiment marked as model training.
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -134,8 +135,12 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
                                           f"{sum(c.changed for c in changes)} of 7 classes changed")  # fmt: skip
     assert "mean held-out fidelity 0.8700 → 0.9200" in out
     before, after = class_rules(rules[0]), class_rules(rules[1])
+    # each class's own lines: from "<Class>: " to the next class's header
+    parts = re.split(rf"\n({'|'.join(CLASSES)}): ", out)
+    blocks = dict(zip(parts[1::2], parts[2::2], strict=True))
+    assert sorted(blocks) == sorted(CLASSES)
     for change in changes:
-        block = out.split(f"\n{change.name}: ", 1)[1].split("\n" + "\n".join(CLASSES), 1)[0]
+        block = blocks[change.name]
         assert f"{100 * change.fidelity_before:.1f} % → {100 * change.fidelity_after:.1f} %" in block
         assert "(+5.0 points)" in block
         if change.changed:

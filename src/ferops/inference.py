@@ -21,7 +21,6 @@ import numpy as np
 from ferops.explanation import Explainer, softmax
 from ferops.faces import MAX_CROP_ASPECT, YUNET_FILE, Face, FaceConfig, FaceDetector
 from ferops.images import to_gray
-from ferops.occlusion import OcclusionMap, occlusion_maps
 
 log = logging.getLogger(__name__)
 
@@ -213,11 +212,6 @@ class Predictor:
     def classify(self, crops: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(logits N×7, features N×512) for gray face crops."""
         return self.run(self.preprocess(crops))
-
-    def occlusion(self, batch: np.ndarray, logits: np.ndarray | None = None) -> list[OcclusionMap]:
-        """Where the network looked, per face of a preprocessed batch (:mod:`ferops.occlusion`;
-        ``logits``: the batch's own, when already computed)."""
-        return occlusion_maps(lambda masked: self.run(masked)[0], batch, logits)
 
     def detect(self, rgb: np.ndarray) -> tuple[list[Face], np.ndarray, float]:
         """Faces of an RGB image (shrunk first when larger than ``max_side``); returns the faces,

@@ -8,19 +8,20 @@ that cell is hidden (Zeiler & Fergus, "Visualizing and Understanding Convolution
 ECCV 2014). The map is that drop per cell, clipped at 0 and scaled so its largest cell is 1;
 ``max_drop`` keeps the unscaled size (a flat map of tiny drops is not a finding).
 
-numpy (and OpenCV for the PNG) only: no torch. Any callable that takes an N×1×S×S float32
+numpy only: no torch. Any callable that takes an N×1×S×S float32
 batch and returns N×K logits works as the network (:func:`occlusion_maps`); the service runs
 the two halves itself (:func:`masked_batch`, then :func:`sensitivity` on the classifier's answer).
 """
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from ferops.explanation import softmax
 
 #: Cells per side of the map: GRID² masked copies per face go through the network (cells of
 #: 9–10 px at the shipped 48 px input). 5, not 6 or 7: the added cost per face must stay within
@@ -29,8 +30,6 @@ import numpy as np
 GRID = 5
 #: Value of a hidden cell in the preprocessed input: ``(x − mean) / std`` at x = mean (mid-gray).
 FILL = 0.0
-#: Side of the heat-map PNG, in pixels (the map upscaled without smoothing: one square a cell).
-PNG_SIDE = 48
 
 #: A network for this module: N×1×S×S float32 → N×K logits.
 Forward = Callable[[np.ndarray], np.ndarray]
@@ -53,13 +52,12 @@ class OcclusionMap:
         return int(self.cells.shape[0])
 
     def to_dict(self, digits: int = 3) -> dict[str, Any]:
-        """JSON form: ``grid``, ``cells`` (rows of numbers), ``max_drop``, ``fill``, ``png``."""
+        """JSON form: ``grid``, ``cells`` (rows of numbers), ``max_drop``, ``fill``."""
         return {
             "grid": self.grid,
             "cells": np.round(self.cells, digits).tolist(),
             "max_drop": round(self.max_drop, 6),
             "fill": "mid-gray (the normalisation mean)",
-            "png": heat_png_base64(self.cells),
         }
 
 
@@ -89,12 +87,6 @@ def masked_batch(batch: np.ndarray, grid: int = GRID, fill: float = FILL) -> np.
     return out
 
 
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    z = np.asarray(logits, dtype=np.float64)
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def sensitivity(
     base_logits: np.ndarray, masked_logits: np.ndarray, grid: int = GRID
 ) -> OcclusionMap:
@@ -105,7 +97,7 @@ def sensitivity(
     if masked.shape[1] != base.size:
         raise ValueError(f"masked logits have {masked.shape[1]} classes, the face has {base.size}")
     predicted = int(np.argmax(base))
-    drop = _softmax(base)[predicted] - _softmax(masked)[:, predicted]
+    drop = softmax(base)[predicted] - softmax(masked)[:, predicted]
     drop = np.clip(drop, 0.0, None).reshape(grid, grid)
     top = float(drop.max())
     cells = drop / top if top > 0 else np.zeros_like(drop)
@@ -142,30 +134,6 @@ def occlusion_maps(forward: Forward, batch: np.ndarray, base_logits: np.ndarray 
     logits = np.concatenate([np.asarray(forward(masked[k : k + step]))
                              for k in range(0, len(masked), step)])  # fmt: skip
     return maps_from_logits(base_logits, logits, grid)
-
-
-def heat_png(cells: np.ndarray, side: int = PNG_SIDE) -> bytes:
-    """The map as a small RGBA PNG (``side`` px square): red, more opaque where hiding the cell
-    costs the prediction more; transparent where it costs nothing — laid over the face."""
-    import cv2
-
-    cells = np.clip(np.asarray(cells, dtype=np.float64), 0.0, 1.0)
-    grid = cells.shape[0]
-    edges = cell_edges(side, grid)
-    rgba = np.zeros((side, side, 4), np.uint8)
-    rgba[..., 2] = 255  # OpenCV writes BGRA: red
-    for i in range(grid):
-        for j in range(grid):
-            rgba[edges[i] : edges[i + 1], edges[j] : edges[j + 1], 3] = round(200 * cells[i, j])
-    ok, data = cv2.imencode(".png", rgba)
-    if not ok:
-        raise RuntimeError("OpenCV could not encode the occlusion map as PNG")
-    return data.tobytes()
-
-
-def heat_png_base64(cells: np.ndarray, side: int = PNG_SIDE) -> str:
-    """:func:`heat_png` as a ``data:image/png;base64,…`` URL (an ``<img src>`` as it is)."""
-    return "data:image/png;base64," + base64.b64encode(heat_png(cells, side)).decode("ascii")
 
 
 def attach(faces: Sequence[dict[str, Any]], maps: Sequence[OcclusionMap]) -> None:

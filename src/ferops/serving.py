@@ -378,7 +378,7 @@ class Explanation(BaseModel):
     (:meth:`ferops.occlusion.OcclusionMap.to_dict`): ``grid`` (cells per side), ``cells`` (rows
     top to bottom of the network's input, each cell in [0, 1]: how much hiding it lowers the
     predicted class's probability, over the largest such drop), ``max_drop`` (that largest drop),
-    ``fill`` and ``png`` (the map as a ``data:`` URL, red where it mattered)."""
+    and ``fill`` (what a hidden cell is painted with)."""
 
     model_config = ConfigDict(extra="allow")
     predicted: str

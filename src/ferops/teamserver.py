@@ -77,7 +77,10 @@ def init_database(data: Path, password: str | None = None, user: str = DB_USER) 
     secret = None
     if password:
         secret = data.parent / f".{data.name}.pw"
-        secret.write_text(password)
+        secret.unlink(missing_ok=True)  # created owner-only: never readable by others
+        fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(password)
         cmd += ["--auth-host=scram-sha-256", f"--pwfile={secret}"]
     else:
         cmd += ["--auth-host=trust"]
@@ -144,9 +147,21 @@ def create_database(port: int, name: str = DB_NAME, user: str = DB_USER,
 
 
 def _rewrite(value, artifacts: tuple[str, str] | None):
-    if artifacts and isinstance(value, str) and value.startswith(artifacts[0]):
-        return artifacts[1] + value[len(artifacts[0]) :]
-    return value
+    """``value`` with the location prefix ``artifacts[0]`` (a whole path part) replaced."""
+    if not artifacts or not isinstance(value, str) or not value.startswith(artifacts[0]):
+        return value
+    rest = value[len(artifacts[0]) :]
+    if rest and not artifacts[0].endswith("/") and not rest.startswith("/"):
+        return value  # /x/mlruns-old is not under /x/mlruns
+    return artifacts[1] + rest
+
+
+def _revision(engine) -> str:
+    """The Alembic schema revision of an MLflow store."""
+    import sqlalchemy as sa
+
+    with engine.connect() as conn:
+        return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar())
 
 
 def copy_history(source_uri: str, target_uri: str,
@@ -154,8 +169,9 @@ def copy_history(source_uri: str, target_uri: str,
     """Copy every row of an MLflow sqlite store (``sqlite:///mlflow.db``) into an empty
     PostgreSQL store; returns rows copied per table.
 
-    Both stores are first brought to this MLflow's schema (``mlflow db upgrade``), so their
-    tables are the same; rows are copied in foreign-key order, then PostgreSQL's id sequences
+    The target is brought to this MLflow's schema (``mlflow db upgrade``); the source is only
+    read and must be at the same schema revision (else it is refused), so their tables are the
+    same; rows are copied in foreign-key order, then PostgreSQL's id sequences
     are moved past the copied ids. A target holding anything but MLflow's empty ``Default``
     experiment is refused. ``artifacts=(old, new)`` rewrites artifact locations that start with
     ``old`` (e.g. ``/home/me/ferops/mlruns`` → ``mlflow-artifacts:`` once the folder is copied
@@ -166,8 +182,20 @@ def copy_history(source_uri: str, target_uri: str,
 
     source, target = sa.create_engine(source_uri), sa.create_engine(target_uri)
     try:
-        for engine in (source, target):  # MLflow's own schema code: same tables on both sides
-            (_initialize_tables if _is_empty_database(engine) else _upgrade_db)(engine)
+        # The source is only read: a mistyped SQLite path must not become a new empty history
+        # (SQLite creates the file on connect), nor is the user's own file upgraded in place.
+        database = source.url.database
+        if source.url.get_backend_name() == "sqlite" and database and not Path(database).is_file():
+            raise FileNotFoundError(f"no MLflow history at {source_uri}")
+        if _is_empty_database(source):
+            raise ValueError(f"{source_uri} holds no MLflow tables")
+        # MLflow's own schema code brings the target to this MLflow's tables
+        (_initialize_tables if _is_empty_database(target) else _upgrade_db)(target)
+        revisions = [_revision(engine) for engine in (source, target)]
+        if revisions[0] != revisions[1]:
+            raise ValueError(f"the source's schema is at {revisions[0]}, this MLflow's at "
+                             f"{revisions[1]}: run `mlflow db upgrade` on a copy of the source "
+                             "and migrate that copy")  # fmt: skip
         src_meta, dst_meta = sa.MetaData(), sa.MetaData()
         src_meta.reflect(source)
         dst_meta.reflect(target)
