@@ -12,7 +12,7 @@ from ferops.data import CLASSES
 from ferops.export import build_bundle, export_onnx
 from ferops.faces import YUNET_FILE
 from ferops.model import FerResNet, save_checkpoint
-from ferops.rules import RuleConfig, fit_tree, patterns
+from ferops.rules import RuleConfig, class_rules, fit_tree, patterns
 from ferops.training import seed_everything
 
 #: A fast bundle: 32 px input, YuNet detection (the shipped face code), 64 px chips.
@@ -33,9 +33,13 @@ def make_bundle(folder: Path, seed: int, meta: dict[str, Any] = META) -> tuple[P
     save_checkpoint(folder / "model.pt", model, meta)
     rng = np.random.default_rng(seed)
     x, predicted = rng.uniform(0, 1, (100, 512)), rng.integers(0, 7, 100)
+    trees = {
+        c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)) for i, c in enumerate(CLASSES)
+    }
+    texts = {c: class_rules(trees[c], x, predicted == i) for i, c in enumerate(CLASSES)}
     rules = {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
-             "trees": {c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
-                       for i, c in enumerate(CLASSES)}}  # fmt: skip
+             "trees": {c: tree.to_dict() for c, tree in trees.items()},
+             "rules": {c: {"text": r.text, "rules": r.rules} for c, r in texts.items()}}  # fmt: skip
     (folder / "rules.json").write_text(json.dumps(rules))
     build_bundle(folder / "bundle", folder / "model.onnx", meta, folder / "rules.json", YUNET)
     return folder / "bundle", folder / "model.pt"

@@ -18,24 +18,20 @@ from ferops.explanation import Tree, rule_text, simplify
 FIDELITY_PREFIX = "fidelity_test_"
 
 
-def positive_rules(tree: Tree) -> list[str]:
-    """The rules (one root-to-leaf path each, simplified) of the leaves that vote for the class."""
-    return [rule_text(simplify(tree.conditions(nodes))) for nodes in tree.leaves()
-            if tree.leaf_votes(nodes[-1])]  # fmt: skip
-
-
 def class_rules(rules: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per class of a ``rules.json``: ``text`` (the stored rule text; without one, the voting
-    rules joined by ``||``), ``rules`` (the voting rules) and ``conditions`` (theirs, as text)."""
+    """Per class of a ``rules.json``: ``text`` (the rule text the ``explain`` stage wrote,
+    :func:`ferops.rules.class_rules`), ``rules`` (the rules of the leaves that vote for the
+    class, one root-to-leaf path each, simplified) and ``conditions`` (theirs, as text)."""
     out = {}
     for name in rules["classes"]:
+        text = rules.get("rules", {}).get(name, {}).get("text")
+        if not text:
+            raise ValueError(f"rules.json has no rule text for {name}: not written by explain")
         tree = Tree(rules["trees"][name])
-        voting = positive_rules(tree)
-        conditions = {c.text() for nodes in tree.leaves() if tree.leaf_votes(nodes[-1])
-                      for c in simplify(tree.conditions(nodes))}  # fmt: skip
-        stored = rules.get("rules", {}).get(name, {}).get("text")
-        derived = " || ".join(f"({r})" if len(voting) > 1 else r for r in voting) or "never"
-        out[name] = {"text": stored or derived, "rules": voting, "conditions": conditions}
+        voting = [simplify(tree.conditions(nodes)) for nodes in tree.leaves()
+                  if tree.leaf_votes(nodes[-1])]  # fmt: skip
+        out[name] = {"text": text, "rules": [rule_text(c) for c in voting],
+                     "conditions": {c.text() for conditions in voting for c in conditions}}  # fmt: skip
     return out
 
 
