@@ -157,12 +157,17 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
 def test_rule_diff_of_hand_made_trees() -> None:
     """A tree compared with itself is unchanged; a moved threshold is one condition added and
     one removed; a class without fidelity says n/a."""
+    import numpy as np
+
+    from ferops.explanation import Tree
     from ferops.rulediff import diff_rules, diff_text
+    from ferops.rules import class_rules
 
     def rules(threshold: float) -> dict:
         tree = {"children_left": [1, -1, -1], "children_right": [2, -1, -1], "feature": [4, -2, -2],
                 "threshold": [threshold, 0, 0], "positive": [0.5, 0.1, 0.9], "samples": [10, 5, 5]}  # fmt: skip
-        return {"classes": ["A"], "trees": {"A": tree}}
+        text = class_rules(Tree(tree), np.zeros((1, 8)), np.zeros(1, bool)).text  # as explain writes it
+        return {"classes": ["A"], "trees": {"A": tree}, "rules": {"A": {"text": text}}}
 
     (same,) = diff_rules(rules(0.5), rules(0.5), {"A": 0.9}, {"A": 0.9})
     assert not same.changed and same.rules_kept == 1 and same.fidelity_change == 0
