@@ -200,7 +200,7 @@ class FerService:
             result = result[: len(crops)]
             out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
             if explain:
-                attach(out, maps_from_logits(result[:, :n], masked[:, :n]))
+                attach(out, maps_from_logits(result[:, :n], masked[:, :n]), faces)
         return PredictResponse(faces=out, reason=reason, model=self.tag)
 
     @bentoml.api(route="/info")

@@ -56,18 +56,22 @@ MESSAGE = """(() => {
           cards: document.querySelectorAll(".face-card").length};
 })()"""
 
-#: The occlusion map drawn over each face box: its canvas, the alpha of each cell, and how much of
-#: the box it covers.
-MAPS = """(() => [...document.querySelectorAll(".face-box")].map((node) => {
-  const canvas = node.querySelector("canvas.occlusion");
-  if (!canvas) return {number: Number(node.dataset.number), canvas: false};
-  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
-  const r = canvas.getBoundingClientRect();
-  return {number: Number(node.dataset.number), canvas: true, grid: Number(canvas.dataset.grid),
-          width: canvas.width, height: canvas.height,
-          alpha: [...pixels].filter((_, i) => i % 4 === 3),
-          covers: [r.width / node.clientWidth, r.height / node.clientHeight]};
-}))()"""
+#: The occlusion map drawn for each face: its canvas, the alpha of each cell, and the bounds of
+#: the drawn (transformed) canvas as fractions of the displayed image (left, top, right, bottom).
+MAPS = """(() => {
+  const image = document.getElementById("image").getBoundingClientRect();
+  return [...document.querySelectorAll(".occlusion-frame")].map((node) => {
+    const canvas = node.querySelector("canvas.occlusion");
+    if (!canvas) return {number: Number(node.dataset.number), canvas: false};
+    const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+    const r = canvas.getBoundingClientRect();
+    return {number: Number(node.dataset.number), canvas: true, grid: Number(canvas.dataset.grid),
+            width: canvas.width, height: canvas.height,
+            alpha: [...pixels].filter((_, i) => i % 4 === 3),
+            bounds: [(r.left - image.left) / image.width, (r.top - image.top) / image.height,
+                     (r.right - image.left) / image.width, (r.bottom - image.top) / image.height]};
+  });
+})()"""
 
 SETTLED = "['done', 'empty', 'error'].includes(document.getElementById('app').dataset.state)"
 
@@ -169,8 +173,9 @@ def test_page_shows_errors_and_no_face_as_messages(page: Chromium, bad_files: di
 def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bundle,  # noqa: F811
                                              artifacts: Path) -> None:  # fmt: skip
     """/explain's occlusion map of every face is the inference core's (ferops.occlusion through
-    the bundle's ONNX model), and the page draws it over the face box: a GRID × GRID canvas, one
-    cell a pixel, more opaque where hiding the cell mattered more."""
+    the bundle's ONNX model), and the page draws it on the square the network saw (the answer's
+    corners, tilted with the face): a GRID × GRID canvas, one cell a pixel, more opaque where
+    hiding the cell mattered more."""
     url = _service(page)
     frame = sfew_root / CLEAR_FRAMES[1]
     explained = _post(url, "explain", frame.read_bytes(), frame.name).json()["faces"]
@@ -185,6 +190,7 @@ def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bu
         np.testing.assert_allclose(served["cells"], occlusion.cells, atol=2e-3)
         assert max(map(max, served["cells"])) == 1.0 or served["max_drop"] == 0.0
 
+    height, width = read_image(frame).shape[:2]
     _upload(page, frame)
     maps = {m["number"]: m for m in page.evaluate(MAPS)}
     page.screenshot(artifacts / "ui_occlusion.png")
@@ -200,7 +206,10 @@ def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bu
         np.testing.assert_allclose(alpha / alpha.max(), cells.ravel(), atol=1.0 / alpha.max())
         strength = max(0.25, min(1.0, face["explanation"]["occlusion"]["max_drop"] / 0.1))
         assert abs(alpha.max() - round(170 * strength)) <= 1
-        np.testing.assert_allclose(drawn["covers"], [1, 1], atol=0.02)  # stretched over the box
+        # drawn on the square the network saw (the answer's corners), wherever the page shows it
+        corners = np.asarray(face["explanation"]["occlusion"]["corners"]) / (width, height)
+        expected = [*corners.min(0), *corners.max(0)]
+        np.testing.assert_allclose(drawn["bounds"], expected, atol=0.01)
     cards = page.evaluate(SHOWN)["cards"]
     assert all("Where it looked" in card["explanation"] for card in cards), cards
 

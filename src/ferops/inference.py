@@ -19,7 +19,16 @@ import cv2
 import numpy as np
 
 from ferops.explanation import Explainer, softmax
-from ferops.faces import MAX_CROP_ASPECT, YUNET_FILE, Face, FaceConfig, FaceDetector
+from ferops.faces import (
+    MAX_CROP_ASPECT,
+    YUNET_FILE,
+    Face,
+    FaceConfig,
+    FaceDetector,
+    align_face,
+    similarity,
+    template_points,
+)
 from ferops.images import to_gray
 
 log = logging.getLogger(__name__)
@@ -121,22 +130,52 @@ class Preprocess:
     mean: float
     std: float
 
+    def resized(self, height: int, width: int) -> tuple[int, int]:
+        """(width, height) of a ``height × width`` crop once its short side is ``resize``."""
+        scale = self.resize / min(height, width)
+        if scale == 1:
+            return width, height
+        return max(self.resize, round(width * scale)), max(self.resize, round(height * scale))
+
+    def window(self, height: int, width: int) -> tuple[int, int]:
+        """Top-left (x0, y0) of the centre ``input_size`` square in the resized crop."""
+        new_width, new_height = self.resized(height, width)
+        return (new_width - self.input_size) // 2, (new_height - self.input_size) // 2
+
     def __call__(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Gray uint8 crops (any size) → N×1×S×S float32: short side to ``resize``, centre
         ``input_size`` square, ``(x − mean) / std`` — the training stage's evaluation path."""
         out = np.empty((len(crops), 1, self.input_size, self.input_size), dtype=np.float32)
         for i, crop in enumerate(crops):
             height, width = crop.shape[:2]
-            scale = self.resize / min(height, width)
-            if scale != 1:
-                size = (max(self.resize, round(width * scale)), max(self.resize, round(height * scale)))
-                interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+            size = self.resized(height, width)
+            if size != (width, height):
+                interp = cv2.INTER_AREA if self.resize < min(height, width) else cv2.INTER_LINEAR
                 crop = cv2.resize(crop, size, interpolation=interp)
-            height, width = crop.shape[:2]
-            y0, x0 = (height - self.input_size) // 2, (width - self.input_size) // 2
+            x0, y0 = self.window(height, width)
             window = crop[y0 : y0 + self.input_size, x0 : x0 + self.input_size]
             out[i, 0] = (window.astype(np.float32) - self.mean) / self.std
         return out
+
+    def input_corners(self, landmarks: np.ndarray, faces: FaceConfig,
+                      scale: float = 1.0) -> list[list[float]]:  # fmt: skip
+        """Where the network's input lies in the image: the corners (top-left, top-right,
+        bottom-right, bottom-left; pixel edges, in the coordinates of the image the face was
+        found on divided by ``scale``) of the ``input_size`` square this object cuts from the
+        aligned chip (``faces.size`` pixels a side) of a face with these 5 ``landmarks``
+        (:func:`ferops.faces.align_face`'s similarity transform, inverted). A tilted head gives a
+        tilted square; an occlusion map's cells are drawn in it."""
+        chip = faces.size
+        x0, y0 = self.window(chip, chip)
+        new_width, new_height = self.resized(chip, chip)
+        sx, sy = chip / new_width, chip / new_height  # resized pixels → chip pixels
+        edges = np.array([[x0, y0], [x0 + self.input_size, y0],
+                          [x0 + self.input_size, y0 + self.input_size],
+                          [x0, y0 + self.input_size]], np.float64) * (sx, sy)  # fmt: skip
+        matrix = similarity(landmarks, template_points(faces.size, faces.margin))
+        # warpAffine maps pixel centres (integer coordinates): edges are centres − 0.5
+        image = np.linalg.solve(matrix[:, :2], (edges - 0.5 - matrix[:, 2]).T).T + 0.5
+        return np.round(image / scale, 1).tolist()
 
 
 #: Images larger than this (longest side, pixels) are shrunk before detection: a 24 MP photo
@@ -220,23 +259,37 @@ class Predictor:
         faces, _ = self.detector.detect(work)
         return faces, work, scale
 
-    def locate(self, rgb: np.ndarray, is_crop: bool = False) -> tuple[list[dict | None], list[np.ndarray]]:
+    def locate(self, rgb: np.ndarray, is_crop: bool = False) -> tuple[list[dict], list[np.ndarray]]:
         """Face records and gray face chips of an RGB image. With ``is_crop`` the image is one
         face crop of any tightness: its landmarks are found inside it and it is aligned like
-        every other face (record ``None``); a crop with no face in it gives no chip. A crop
-        is shrunk to ``max_side`` first, like a frame (its face is aligned to a 64 px chip)."""
+        every other face (a record with ``box`` ``None``); a crop with no face in it gives no
+        chip. A crop is shrunk to ``max_side`` first, like a frame (its face is aligned to a
+        64 px chip). A record's ``corners`` are where the network's input lies in ``rgb``
+        (:meth:`Preprocess.input_corners`; not for frames when the bundle does not align)."""
+        cfg = self.face_config
         if is_crop:
             height, width = rgb.shape[:2]
             if max(height, width) > MAX_CROP_ASPECT * min(height, width):
                 return [], []  # a sliver holds no face: refused before any pixel work
-            work, _ = fit_within(rgb, self.max_side)
-            chip = self.crop_detector.chip_from_crop(to_gray(work))
-            return ([], []) if chip is None else ([None], [chip])
+            work, scale = fit_within(rgb, self.max_side)
+            gray = to_gray(work)
+            # = FaceDetector.chip_from_crop, keeping the landmarks for the corners
+            landmarks = self.crop_detector.crop_landmarks(gray)
+            if landmarks is None:
+                return [], []
+            corners = self.preprocess.input_corners(landmarks, cfg, scale)
+            record = {"box": None, "score": None, "principal": True, "corners": corners}
+            return [record], [align_face(gray, landmarks, cfg)]
         faces, work, scale = self.detect(rgb)
-        crops = [self.detector.crop(work, face) for face in faces]
-        return [face_record(face, scale) for face in faces], crops
+        crops = [self.detector.crop(work, face) for face in faces]  # sets missing landmarks
+        records = [face_record(face, scale) for face in faces]
+        if cfg.align:
+            for record, face in zip(records, faces, strict=True):
+                landmarks = np.asarray(face.landmarks, np.float64)
+                record["corners"] = self.preprocess.input_corners(landmarks, cfg, scale)
+        return records, crops
 
-    def describe(self, faces: Sequence[dict | None], logits: np.ndarray, features: np.ndarray,
+    def describe(self, faces: Sequence[dict], logits: np.ndarray, features: np.ndarray,
                  explain: bool = False) -> list[dict[str, Any]]:  # fmt: skip
         """Per face: expression, the probabilities, box / score / principal flag, and with
         ``explain`` the four-part explanation."""
@@ -247,10 +300,7 @@ class Predictor:
                 "expression": self.labels[int(np.argmax(probs))],
                 "probabilities": {c: round(float(p), 6) for c, p in zip(self.labels, probs, strict=True)},
             }
-            if face is not None:
-                item.update(box=face["box"], score=face["score"], principal=face["principal"])
-            else:
-                item.update(box=None, score=None, principal=True)
+            item.update(box=face["box"], score=face["score"], principal=face["principal"])
             if explain:
                 item["explanation"] = self.explainer.explain(feats, logit)
             results.append(item)

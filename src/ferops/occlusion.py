@@ -136,8 +136,14 @@ def occlusion_maps(forward: Forward, batch: np.ndarray, base_logits: np.ndarray 
     return maps_from_logits(base_logits, logits, grid)
 
 
-def attach(faces: Sequence[dict[str, Any]], maps: Sequence[OcclusionMap]) -> None:
+def attach(faces: Sequence[dict[str, Any]], maps: Sequence[OcclusionMap],
+           located: Sequence[dict[str, Any]]) -> None:  # fmt: skip
     """Put each face's map into its explanation as ``occlusion`` (faces answered by
-    :meth:`ferops.inference.Predictor.describe` with ``explain``)."""
-    for face, occlusion in zip(faces, maps, strict=True):
-        face["explanation"]["occlusion"] = occlusion.to_dict()
+    :meth:`ferops.inference.Predictor.describe` with ``explain``), with the ``corners`` of its
+    face record (:meth:`ferops.inference.Predictor.locate`: where the map's square lies in the
+    uploaded image) when the record has them."""
+    for face, occlusion, record in zip(faces, maps, located, strict=True):
+        entry = occlusion.to_dict()
+        if record.get("corners") is not None:
+            entry["corners"] = record["corners"]
+        face["explanation"]["occlusion"] = entry

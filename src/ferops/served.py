@@ -45,7 +45,7 @@ def score_images(predictor: Predictor, images: Iterable[bytes], is_crop: bool,
     network runs in batches of ``batch`` faces, as the service's batching classifier does."""
     predicted: list[int] = []
     millis: list[float] = []
-    pending: list[tuple[int, list[dict | None], list[np.ndarray]]] = []
+    pending: list[tuple[int, list[dict], list[np.ndarray]]] = []
 
     def flush() -> None:
         crops = [c for _, _, cs in pending for c in cs]

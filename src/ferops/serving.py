@@ -359,8 +359,8 @@ async def _send_json(send: Any, status: int, error: str, detail: str) -> None:
 
 class DetectedFace(BaseModel):
     box: list[int] = Field(description="left, top, right, bottom in pixels of the uploaded image")
-    score: float = Field(description="detector score (HOG margin or CNN confidence)")
-    detector: str = Field(description="hog | cnn: the cascade step that found it")
+    score: float = Field(description="detector score (YuNet confidence, HOG margin or CNN confidence)")
+    detector: str = Field(description="yunet | hog | cnn: the cascade step that found it")
     principal: bool = Field(description="the face the image is about (one per image)")
 
 
@@ -378,7 +378,9 @@ class Explanation(BaseModel):
     (:meth:`ferops.occlusion.OcclusionMap.to_dict`): ``grid`` (cells per side), ``cells`` (rows
     top to bottom of the network's input, each cell in [0, 1]: how much hiding it lowers the
     predicted class's probability, over the largest such drop), ``max_drop`` (that largest drop),
-    and ``fill`` (what a hidden cell is painted with)."""
+    ``fill`` (what a hidden cell is painted with) and ``corners``: where that square lies in the
+    uploaded image (its top-left, top-right, bottom-right and bottom-left corners in pixels; a
+    tilted face gives a tilted square, since every face is aligned before it is classified)."""
 
     model_config = ConfigDict(extra="allow")
     predicted: str

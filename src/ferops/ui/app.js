@@ -123,8 +123,10 @@ function render(body, name, shown) {
   faces.sort((a, b) => Number(b.principal) - Number(a.principal));
   const image = $("image");
   for (const face of faces) {
+    if (face.explanation?.occlusion && shown) {
+      $("boxes").append(occlusionFrame(face, image.naturalWidth, image.naturalHeight));
+    }
     if (face.box && shown) $("boxes").append(box(face, image.naturalWidth, image.naturalHeight));
-    if (!face.box && shown && face.explanation?.occlusion) $("boxes").append(wholeImage(face));
     $("faces").append(card(face));
   }
   const count = faces.length === 1 ? "1 face" : `${faces.length} faces`;
@@ -144,16 +146,33 @@ function box(face, width, height) {
   node.style.height = `${(100 * (bottom - top)) / height}%`;
   const tag = el("span", "tag");
   tag.append(el("b", "", `${face.number}`), ` ${face.expression}`);
-  if (face.explanation?.occlusion) node.append(occlusionCanvas(face.explanation.occlusion));
   node.append(tag);
   return node;
 }
 
-/** A face crop upload (no box): the map over the whole image, which is the face. */
-function wholeImage(face) {
+/** The occlusion map over the whole image, its canvas mapped onto the square the network saw:
+ * the answer's `corners` (top-left, top-right, bottom-right, bottom-left in image pixels; tilted
+ * with the head, since faces are aligned), else the face box, else the whole image (a face crop
+ * from a service without corners). The canvas fills the frame (the displayed image, W × H); a
+ * CSS transform takes its corners (0, 0), (W, 0), (0, H) onto the square's. Translations in
+ * percent are of the canvas's own size, and W / H is the image's aspect, so the placement
+ * follows any display size. */
+function occlusionFrame(face, width, height) {
+  const occlusion = face.explanation.occlusion;
+  let corners = occlusion.corners;
+  if (!corners && face.box) {
+    const [left, top, right, bottom] = face.box;
+    corners = [[left, top], [right, top], [right, bottom], [left, bottom]];
+  }
+  corners ??= [[0, 0], [width, 0], [width, height], [0, height]];
+  const [[x0, y0], [x1, y1], , [x3, y3]] = corners;
+  const canvas = occlusionCanvas(occlusion);
+  canvas.style.transform = `translate(${(100 * x0) / width}%, ${(100 * y0) / height}%) ` +
+    `matrix(${(x1 - x0) / width}, ${(y1 - y0) / width}, ${(x3 - x0) / height}, ` +
+    `${(y3 - y0) / height}, 0, 0)`;
   const node = el("div", "occlusion-frame");
   node.dataset.number = face.number;
-  node.append(occlusionCanvas(face.explanation.occlusion));
+  node.append(canvas);
   return node;
 }
 
@@ -165,7 +184,7 @@ const OCCLUSION_FULL_DROP = 0.1;
 const OCCLUSION_MIN_STRENGTH = 0.25;
 
 /** Where the network looked: the occlusion map (grid × grid cells in [0, 1], rows from the
- * top) as a grid × grid canvas stretched over the face, one red square per cell, more opaque
+ * top) as a grid × grid canvas (placed by occlusionFrame), one red square per cell, more opaque
  * where hiding that cell lowered the predicted class's probability more; the whole map fainter
  * when even the largest drop was small. */
 function occlusionCanvas(occlusion) {
