@@ -20,6 +20,10 @@ selection**: for each fold, the setting best on the other folds, scored on that 
 unbiased estimate of "pick by CV".
 
     python benchmarks/finetune_search.py --recipes shipped lr005 mix25
+    python benchmarks/finetune_search.py --recipes dense head1 head2 --alphas 1 --taus 0
+
+``head_features`` (a sparse classifier trained jointly with the backbone, issue 15): the rule
+trees split only on the features the classifier reads, as the ``explain`` stage fits them.
 """
 
 from __future__ import annotations
@@ -39,7 +43,14 @@ from ferops.augment import augment_image
 from ferops.config import load_section
 from ferops.crossval import load_fold_inputs, paired_difference, run_fold
 from ferops.model import CLASSES, FerResNet
-from ferops.rules import RuleConfig, ask_network, fidelity, fit_tree, oracle_faces
+from ferops.rules import (
+    RuleConfig,
+    ask_network,
+    classifier_inputs,
+    fidelity,
+    fit_tree,
+    oracle_faces,
+)
 from ferops.training import FaceSet
 
 log = logging.getLogger("finetune_search")
@@ -51,6 +62,10 @@ RECIPES: dict[str, dict[str, Any]] = {
     "mix25": {"extra_share": 0.25},
     "ls0": {"label_smoothing": 0.0},
     "ep20": {"epochs": 20},
+    "head1": {"head_features": 1},
+    "head2": {"head_features": 2},
+    "head3": {"head_features": 3},
+    "dense": {"head_features": 0},
     "smoke": {"epochs": 1},  # a check that the search runs end to end
 }
 ALPHAS = (1.0, 0.8, 0.6, 0.5, 0.4)
@@ -104,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out", type=Path, default=Path("benchmarks/results/finetune_search.json")
     )
     parser.add_argument("--max-folds", type=int, default=0)
+    parser.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
+    parser.add_argument("--taus", type=float, nargs="+", default=list(TAUS))
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -131,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         scores: dict[str, list[float]] = {}
         fer_scores: dict[str, list[float]] = {}
         fid_scores: dict[str, list[float]] = {}
+        read_by_classifier: dict[str, list[int]] = {}
         for fold in fold_ids:
             held = data.folds == fold
             _, model = run_fold(data.images, data.labels, ~held, held, config, data.augment,
@@ -142,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                            for v in augment_image(data.images[i], data.augment).values()]  # fmt: skip
             fit_faces, _ = oracle_faces(train_faces, fer_train_x, oracle)
             held_faces = [data.images[i] for i in np.flatnonzero(held)]
-            for alpha in ALPHAS:
+            for alpha in args.alphas:
                 net = interpolate(data.start_state, tuned, alpha)
                 held_f, held_p = ask_network(net, held_faces, config.resize, config.input_size)
                 fer_f, _ = ask_network(net, fer_public.images, config.resize, config.input_size)
@@ -151,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
                     classify(net, f) for f in (held_f, fer_f, fit_f)
                 )
                 assert np.array_equal(held_logits.argmax(1), held_p)
-                for tau in TAUS:
+                for tau in args.taus:
                     key = f"alpha={alpha} tau={tau}"
                     shift = tau * np.log(prior)
                     pred = (held_logits - shift).argmax(1)
@@ -162,8 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     if tau == 0:  # trees are the slow part: fidelity of the plain argmax only
                         fit_pred = fit_logits.argmax(1)
-                        fids = [fidelity(fit_tree(fit_f, fit_pred == c, rules), held_f, pred == c)
+                        columns = classifier_inputs(net)  # as the explain stage fits them
+                        fids = [fidelity(fit_tree(fit_f, fit_pred == c, rules, columns=columns),
+                                         held_f, pred == c)
                                 for c in range(len(CLASSES))]  # fmt: skip
+                        read_by_classifier.setdefault(key, []).append(len(columns))
                         fid_scores.setdefault(key, []).append(float(np.mean(fids)))
             log.info("%s fold %d: %s", name, fold,
                      {k: round(v[-1], 3) for k, v in scores.items() if k.endswith("tau=0.0")})  # fmt: skip
@@ -171,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = {key: {"folds": [round(s, 4) for s in v], "mean": round(float(np.mean(v)), 4),
                           "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else 0.0,
                           "fer2013_publictest": round(float(np.mean(fer_scores[key])), 4),
-                          **({"fidelity_held_out": round(float(np.mean(fid_scores[key])), 4)}
+                          **({"fidelity_held_out": round(float(np.mean(fid_scores[key])), 4),
+                              "classifier_features": read_by_classifier[key]}
                              if key in fid_scores else {}),
                           **({"vs_alpha1_tau0": paired_difference(v, base)} if len(v) > 1 else {})}
                     for key, v in scores.items()}  # fmt: skip

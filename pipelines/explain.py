@@ -1,4 +1,4 @@
-"""Stage ``explain``: per-class rule trees on the 512 features, fitted on the network's own
+"""Stage ``explain``: per-class rule trees on the 512 features (those the classifier reads), fitted on the network's own
 decisions for many faces outside the test split (augmented SFEW training faces, FER2013 train
 faces and their mirror images: the network is the oracle, as in TREPAN); fidelity on the test
 split's features and on the fitting set, rules.md / rules.json, tree pictures, the depth curve,
@@ -21,6 +21,7 @@ from ferops.rules import (
     RuleConfig,
     ask_network,
     class_rules,
+    classifier_inputs,
     fidelity,
     fit_tree,
     oracle_faces,
@@ -72,9 +73,13 @@ def main(argv: list[str] | None = None) -> int:
     by_source = {s: sources.count(s) for s in dict.fromkeys(sources)}
     log.info("the network answered for %d faces %s", len(faces), by_source)
 
+    # A feature the classifier gives no weight cannot be why it decided: the trees split only on
+    # the ones it reads (all 512 unless train.head_features makes the classifier sparse).
+    columns = classifier_inputs(model)
+    log.info("the classifier reads %d of the %d features", len(columns), FEATURES)
     trees, rules, fid = {}, {}, {"train": {}, "test": {}}
     for index, name in enumerate(CLASSES):
-        tree = fit_tree(x_fit, p_fit == index, config)
+        tree = fit_tree(x_fit, p_fit == index, config, columns=columns)
         trees[name] = tree
         rules[name] = class_rules(tree, x_fit, p_fit == index)
         fid["train"][name] = fidelity(tree, x_fit, p_fit == index)
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # One deep tree per class, cut at each depth (see truncate): the curve costs 7 fits, not 49.
     deepest = max(config.depth_curve)
-    deep = [fit_tree(x_fit, p_fit == i, config, deepest) for i in range(len(CLASSES))]
+    deep = [fit_tree(x_fit, p_fit == i, config, deepest, columns) for i in range(len(CLASSES))]
     curve = []
     for depth in config.depth_curve:
         scores = [fidelity(truncate(t, depth), x_test, p_test == i) for i, t in enumerate(deep)]
@@ -111,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         "max_conditions": max(r.max_conditions for r in rules.values()),
         "depth_curve": curve,
         "fitted_on": len(x_fit), "fitted_on_by_source": by_source, "scored_on": len(x_test),
+        "classifier_features": len(columns),
     }  # fmt: skip
     write_json(args.metrics, metrics)
     with resume_run(args.run):

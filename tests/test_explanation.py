@@ -11,17 +11,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 import yaml
 from sklearn.tree import DecisionTreeClassifier
 
 from ferops.data import CLASSES, load_gray, write_csv
-from ferops.explanation import Explainer, Tree, softmax
+from ferops.explanation import LEAF, Explainer, Tree, softmax
 from ferops.fer2013 import load_paths
 from ferops.model import FEATURES, FerResNet, save_checkpoint
 from ferops.rules import (
     RuleConfig,
     ask_network,
     class_rules,
+    classifier_inputs,
     fidelity,
     fit_tree,
     oracle_faces,
@@ -182,15 +184,46 @@ def _real_faces(fer_root: Path, split: str, count: int) -> np.ndarray:
     return np.stack([cv2.resize(load_gray(p), (64, 64)) for p in picked])
 
 
+def test_trees_split_only_on_the_columns_they_are_given(synthetic) -> None:
+    """fit_tree(columns=…): splits on those features only, indices still of all 512 columns."""
+    x, predicted = synthetic
+    target = predicted == CLASSES.index("Happy")
+    tree = fit_tree(x, target, RuleConfig(max_depth=2), columns=np.array([3, 10, 299]))
+    assert fidelity(tree, x, target) == 1.0
+    assert "feature11 >" in class_rules(tree, x, target).text
+    inner = tree.left != LEAF
+    assert set(tree.feature[inner]) <= {3, 10, 299}
+    blind = fit_tree(x, target, RuleConfig(max_depth=2), columns=np.array([3, 299]))
+    assert set(blind.feature[blind.left != LEAF]) <= {3, 299}
+    assert fidelity(blind, x, target) < 0.9  # the one feature that decides is out of reach
+
+
+def test_classifier_inputs_are_the_features_with_a_weight() -> None:
+    model = FerResNet()
+    assert len(classifier_inputs(model)) == FEATURES
+    with torch.no_grad():
+        model.net.fc.weight.zero_()
+        model.net.fc.weight[2, 40] = 0.5
+        model.net.fc.weight[5, [7, 40]] = -1.0
+    np.testing.assert_array_equal(classifier_inputs(model), [7, 40])
+
+
+@pytest.mark.parametrize("sparse", [False, True])
 def test_explain_stage_fits_on_the_networks_answers(
-    tmp_path: Path, fer_root: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fer_root: Path, monkeypatch: pytest.MonkeyPatch, sparse: bool
 ) -> None:
     """The stage on small real inputs: a real (random-weight) checkpoint, real FER2013 faces as
-    the fer2013 array and as augmented SFEW-format chips, test features from the same network."""
+    the fer2013 array and as augmented SFEW-format chips, test features from the same network.
+    With a sparse classifier (train.head_features) the trees split only on what it reads."""
     from pipelines import explain
 
     seed_everything(0)
     model = FerResNet().eval()
+    reads = np.arange(FEATURES) if not sparse else np.array([3, 77, 200, 401, 402, 511])
+    with torch.no_grad():
+        keep = torch.zeros(FEATURES)
+        keep[torch.from_numpy(reads)] = 1.0
+        model.net.fc.weight.mul_(keep)
     save_checkpoint(tmp_path / "model.pt", model, META)
     faces = _real_faces(fer_root, "train", 42)
     np.savez(tmp_path / "fer2013.npz", x_train=faces[:30], y_train=np.zeros(30, np.int64))
@@ -226,11 +259,14 @@ def test_explain_stage_fits_on_the_networks_answers(
     assert metrics["fitted_on_by_source"] == by_source
     assert metrics["max_conditions"] <= 2
     assert [c["depth"] for c in metrics["depth_curve"]] == [1, 2, 3]
+    assert metrics["classifier_features"] == len(reads)
     # the shipped trees, read back by the serving side, score the test split as the metrics say
     explainer = Explainer.load(tmp_path / "rules" / "rules.json")
     for index, name in enumerate(CLASSES):
-        expected = fidelity(explainer.trees[name], x_test, p_test == index)
+        tree = explainer.trees[name]
+        expected = fidelity(tree, x_test, p_test == index)
         assert metrics["fidelity_test"][name] == pytest.approx(expected, abs=1e-4)
+        assert set(tree.feature[tree.left != LEAF]) <= set(reads.tolist())
     mean = np.mean(list(metrics["fidelity_test"].values()))
     assert metrics["fidelity_test_mean"] == pytest.approx(mean, abs=1e-3)
     out = explainer.explain(x_test[0], np.eye(len(CLASSES))[p_test[0]] * 5)

@@ -101,6 +101,22 @@ def test_backbone_lr_scale_zero_trains_only_the_classifier(faces: FaceSet) -> No
     assert not torch.equal(before["net.fc.weight"], after["net.fc.weight"])
 
 
+def test_sparse_head_reads_only_its_features_and_the_backbone_adapts(faces: FaceSet) -> None:
+    """head_features: each class's logit keeps the starting classifier's k largest |weights|,
+    the rest are 0 after training too; the kept weights and the backbone still learn."""
+    model = _seeded_model()
+    start = model.net.fc.weight.detach().clone()
+    before = model.net.layer4[1].conv2.weight.detach().clone()
+    model, _ = fit(model, faces, None, _one_epoch(head_features=3))
+    weight = model.net.fc.weight.detach()
+    assert ((weight != 0).sum(1) == 3).all()
+    kept = start.abs().topk(3, dim=1).indices
+    assert torch.equal(weight.abs().topk(3, dim=1).indices.sort(1).values, kept.sort(1).values)
+    assert not torch.equal(weight.gather(1, kept), start.gather(1, kept))
+    assert not torch.equal(before, model.net.layer4[1].conv2.weight)
+    assert all(not p._backward_hooks for p in model.parameters()), "the gradient mask is removed"
+
+
 def test_mixup_and_dropout_train_deterministically(faces: FaceSet) -> None:
     config = _one_epoch(mixup_alpha=0.4, dropout=0.5)
     first_model, first = fit(_seeded_model(), faces, faces, config)
@@ -111,7 +127,8 @@ def test_mixup_and_dropout_train_deterministically(faces: FaceSet) -> None:
 
 
 @pytest.mark.parametrize("bad", [{"freeze_blocks": 6}, {"freeze_blocks": -1}, {"dropout": 1.0},
-                                 {"mixup_alpha": -0.1}, {"backbone_lr_scale": -1.0}])  # fmt: skip
+                                 {"mixup_alpha": -0.1}, {"backbone_lr_scale": -1.0},
+                                 {"head_features": -1}, {"head_features": 513}])  # fmt: skip
 def test_invalid_fine_tuning_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**{**TINY.to_dict(), **bad})

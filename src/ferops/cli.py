@@ -10,7 +10,7 @@ import json
 import sys
 from pathlib import Path
 
-from ferops.registry import CHAMPION, MODEL_NAME
+from ferops.registry import CHAMPION, MODEL_NAME, RULES_ARTIFACT
 from ferops.tracking import tracking_uri
 
 
@@ -38,9 +38,6 @@ def cmd_list(args: argparse.Namespace) -> int:
               f"{v.tags.get('promotion', '')}")  # fmt: skip
     return 0
 
-
-#: Where a version's rule trees are among its artifacts (the pyfunc's ``bundle`` artifact).
-RULES_ARTIFACT = "artifacts/bundle/rules.json"
 
 
 def _version_rules(client, name: str, version: int) -> tuple[dict, dict[str, float]]:

@@ -16,7 +16,7 @@ import torch
 
 from ferops.explanation import Explainer
 from ferops.faces import YUNET_FILE
-from ferops.inference import BUNDLE_FILES, MODEL_FILES, make_session, sha256
+from ferops.inference import BUNDLE_FILES, MODEL_FILES, RULES_FILE, make_session, sha256
 from ferops.model import FerResNet, LogitsAndFeatures
 
 log = logging.getLogger(__name__)
@@ -275,7 +275,7 @@ def build_bundle(folder: Path, onnx_path: Path, meta: dict[str, Any], rules: Pat
     if int8_path is not None:
         shutil.copy(int8_path, folder / MODEL_FILES["int8"])
         names.append(MODEL_FILES["int8"])
-    shutil.copy(rules, folder / "rules.json")
+    shutil.copy(rules, folder / RULES_FILE)
     shutil.copy(yunet, folder / YUNET_FILE)
     (folder / "labels.json").write_text(json.dumps(meta["classes"]) + "\n")
     spec = {key: meta[key] for key in ("input_size", "resize", "mean", "std", "faces")}

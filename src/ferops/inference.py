@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 #: The classifier files a bundle may carry, by precision. Every bundle carries the fp32 network;
 #: the manifest's ``precision`` (default fp32) names the one that serves.
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-BUNDLE_FILES = (MODEL_FILES["fp32"], "labels.json", "preprocess.json", "rules.json", YUNET_FILE)
+#: The rule trees and their text (the ``explain`` stage's ``rules.json``) inside a bundle.
+RULES_FILE = "rules.json"
+BUNDLE_FILES = (MODEL_FILES["fp32"], "labels.json", "preprocess.json", RULES_FILE, YUNET_FILE)
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
@@ -229,7 +231,7 @@ class Predictor:
         # crop=true crops get their own detector: a server may run them beside frames, in
         # another thread (a detector is used by one thread at a time)
         self.crop_detector = FaceDetector(self.face_config, bundle / YUNET_FILE)
-        self.explainer = Explainer.load(bundle / "rules.json")
+        self.explainer = Explainer.load(bundle / RULES_FILE)
         self.max_side = max_side
         self.precision = serving_precision(self.manifest, precision)
         model = bundle / MODEL_FILES[self.precision]

@@ -19,7 +19,7 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 
-from ferops.inference import Predictor, sha256
+from ferops.inference import RULES_FILE, Predictor, sha256
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,10 @@ CHAMPION, CHALLENGER = "champion", "challenger"
 #: The model card (intended use, data, figures, legal context), relative to the repository root
 #: the pipeline runs in; logged with every registered version, its summary in the descriptions.
 MODEL_CARD = Path("MODEL_CARD.md")
+#: The pyfunc artifact that holds the serving bundle; MLflow 3 stores a pyfunc's ``artifacts``
+#: under ``artifacts/<key>/`` of the logged model, so the rules are at :data:`RULES_ARTIFACT`.
+BUNDLE_ARTIFACT = "bundle"
+RULES_ARTIFACT = f"artifacts/{BUNDLE_ARTIFACT}/{RULES_FILE}"
 #: MLflow's SQL stores keep at most this many characters of a model or version description.
 DESCRIPTION_LIMIT = 5000
 SERVING_REQUIREMENTS = ["onnxruntime-gpu==1.31.1", "dlib-bin==20.0.1.post1",
@@ -56,7 +60,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     """
 
     def load_context(self, context) -> None:
-        bundle = Path(context.artifacts["bundle"])
+        bundle = Path(context.artifacts[BUNDLE_ARTIFACT])
         self.predictor = Predictor(bundle)
         self.model = f"bundle:{sha256(bundle / 'manifest.json')[:12]}"
 
@@ -220,7 +224,7 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
         import onnx
 
         mlflow.onnx.log_model(onnx.load(str(Path(bundle) / "model.onnx")), name="onnx")
-        artifacts = {"bundle": str(bundle), "weights": str(weights)}
+        artifacts = {BUNDLE_ARTIFACT: str(bundle), "weights": str(weights)}
         if card is not None and Path(card).is_file():
             artifacts["model_card"] = str(card)
         else:

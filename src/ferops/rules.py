@@ -1,7 +1,7 @@
 """Fitting the per-class rule trees (scikit-learn; the training side of the explanation).
 
 For each class c a depth-limited tree learns *the network's* decision "predicted == c" from the
-512 penultimate features. Trees are exported as plain arrays (:class:`ferops.explanation.Tree`)
+512 penultimate features (those its classifier reads: :func:`classifier_inputs`). Trees are exported as plain arrays (:class:`ferops.explanation.Tree`)
 so serving never unpickles anything.
 
 The network is the oracle (TREPAN, Craven & Shavlik 1996): the trees learn its answers, not human
@@ -62,18 +62,30 @@ class RuleConfig:
             raise ValueError(f"criterion {self.criterion!r} is not one of gini, entropy, log_loss")
 
 
-def fit_tree(features: np.ndarray, target: np.ndarray, config: RuleConfig, depth: int | None = None) -> Tree:
-    """One tree for a boolean target, exported to plain arrays."""
+def classifier_inputs(model: FerResNet) -> np.ndarray:
+    """Indices of the pooled features the network's classifier reads: those with a nonzero weight
+    for some class (all 512 for a dense classifier; few for a sparse one, ``head_features``)."""
+    weight = model.net.fc.weight.detach().cpu().numpy()
+    return np.flatnonzero(np.any(weight != 0, axis=0))
+
+
+def fit_tree(features: np.ndarray, target: np.ndarray, config: RuleConfig, depth: int | None = None,
+             columns: np.ndarray | None = None) -> Tree:  # fmt: skip
+    """One tree for a boolean target, exported to plain arrays. With ``columns`` the tree may
+    split only on those features (its feature indices still count all of ``features``' columns).
+    """
     model = DecisionTreeClassifier(max_depth=depth or config.max_depth,
                                    min_samples_leaf=config.min_samples_leaf,
                                    criterion=config.criterion, random_state=config.seed)  # fmt: skip
-    model.fit(features, target.astype(int))
+    columns = np.arange(features.shape[1]) if columns is None else np.asarray(columns)
+    model.fit(features[:, columns], target.astype(int))
     tree = model.tree_
     value = tree.value[:, 0, :]  # per node: class shares (sklearn ≥1.4 stores fractions)
     value = value / np.clip(value.sum(axis=1, keepdims=True), 1e-12, None)
     positive = value[:, 1] if value.shape[1] > 1 else np.full(len(value), float(target.all()))
     return Tree({"children_left": tree.children_left, "children_right": tree.children_right,
-                 "feature": np.where(tree.feature < 0, 0, tree.feature), "threshold": tree.threshold,
+                 "feature": columns[np.where(tree.feature < 0, 0, tree.feature)],
+                 "threshold": tree.threshold,
                  "positive": positive, "samples": tree.n_node_samples})  # fmt: skip
 
 

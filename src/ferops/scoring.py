@@ -139,10 +139,10 @@ def score_to_parquet(source: str | Path, out: str | Path, model_uri: str,
             images = images.repartition(partitions)
         score(images, model_uri).write.mode("overwrite").parquet(str(out))
         seconds = time.perf_counter() - start
-        written = spark.read.parquet(str(out))
-        counts = {"images": written.count(),
-                  "faces": written.selectExpr("sum(size(faces))").first()[0] or 0,
-                  "errors": written.where("error IS NOT NULL").count()}  # fmt: skip
+        summary = spark.read.parquet(str(out)).selectExpr(  # one pass over the output
+            "count(*) AS images", "coalesce(sum(size(faces)), 0) AS faces", "count(error) AS errors"
+        )
+        counts = {k: int(v) for k, v in summary.first().asDict().items()}
     finally:
         spark.stop()
     rate = counts["images"] / seconds if seconds else 0.0

@@ -18,7 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ferops.augment import random_square_crop
-from ferops.model import FerResNet, resolve_device
+from ferops.model import FEATURES, FerResNet, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ class TrainConfig:
     #: Share of every batch drawn from a second data set (FER2013 train while fine-tuning on
     #: SFEW), so fine-tuning does not erase what pre-training learnt; 0 = off.
     extra_share: float = 0.0
+    #: Sparse classifier: each class's logit reads only this many of the pooled features (those
+    #: with the largest |weight| for that class in the starting classifier; the others' weights
+    #: are set to 0 and get no gradient), the backbone adapting to it while it trains; 0 = all
+    #: (dense). Depth-limited rule trees can follow a decision that reads few features (issue 15).
+    head_features: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_blocks <= len(BLOCKS):
@@ -82,6 +87,8 @@ class TrainConfig:
             raise ValueError("distill_weight must lie in [0, 1] and distill_temperature be > 0")
         if not 0 <= self.extra_share < 1:
             raise ValueError(f"extra_share must lie in [0, 1), got {self.extra_share}")
+        if not 0 <= self.head_features <= FEATURES:
+            raise ValueError(f"head_features must lie in 0..{FEATURES}, got {self.head_features}")
         if self.mixup_alpha > 0 and self.distill_weight > 0:
             raise ValueError("mixup and distillation cannot be combined")
 
@@ -297,6 +304,13 @@ def fit(
     device = resolve_device(config.device)
     model = model.to(device, memory_format=torch.channels_last)  # ~25 % faster convs on CPU
     model.dropout.p = config.dropout
+    if config.head_features:  # zero weights stay 0: no gradient, and decay/momentum of 0 is 0
+        weight = model.net.fc.weight
+        keep = weight.detach().abs().topk(config.head_features, dim=1).indices
+        mask = torch.zeros_like(weight).scatter_(1, keep, 1.0)
+        with torch.no_grad():
+            weight.mul_(mask)
+        hook = weight.register_hook(lambda grad: grad * mask)
     groups = param_groups(model, config)
     _set_frozen(model, config.freeze_blocks, True)
     optimiser = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
@@ -362,6 +376,8 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
     _set_frozen(model, config.freeze_blocks, False)
+    if config.head_features:
+        hook.remove()
     model.dropout.p = 0.0
     model = model.to(memory_format=torch.contiguous_format)
     if best_state is not None:
