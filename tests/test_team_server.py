@@ -5,6 +5,7 @@ history moves over with its runs, metrics, registered versions and aliases."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -85,3 +86,50 @@ def test_a_sqlite_history_moves_to_postgres(postgres: str, tmp_path: Path) -> No
     assert int(new.create_experiment("after-the-move")) > int(experiment)  # ids continue
     with pytest.raises(ValueError, match="not empty"):
         copy_history(sqlite, target)
+
+
+def test_the_db_command_on_another_address_gets_ready_and_takes_passwords(tmp_path: Path) -> None:
+    """`python -m ferops.teamserver db --host 127.0.0.2` (one address that is not 127.0.0.1, as
+    a team's interface would be): it waits for the server where it listens, creates the mlflow
+    database, and the role needs its password there."""
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    import psycopg
+
+    from ferops.processes import free_port
+    from ferops.teamserver import DB_NAME, DB_USER, probe_host
+
+    assert probe_host("0.0.0.0") == probe_host("*") == "127.0.0.1"
+    assert probe_host("10.1.2.3, 127.0.0.1") == "10.1.2.3"
+    root = Path(tempfile.mkdtemp(prefix="ferops-pg-"))  # the postgres user must reach it
+    root.chmod(0o755)
+    secret = root / "password"
+    secret.write_text("team-s3cret\n")
+    port = free_port()
+    log = open(root / "db.log", "w+")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen([sys.executable, "-m", "ferops.teamserver", "db", str(root / "data"),
+                             "--host", "127.0.0.2", "--port", str(port),
+                             "--password-file", str(secret)],
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while "tracking database ready" not in (root / "db.log").read_text():
+            assert proc.poll() is None, (root / "db.log").read_text()
+            assert time.monotonic() < deadline, (root / "db.log").read_text()
+            time.sleep(0.5)
+        with psycopg.connect(host="127.0.0.2", port=port, user=DB_USER, password="team-s3cret",
+                             dbname=DB_NAME, connect_timeout=5) as conn:  # fmt: skip
+            assert conn.execute("SELECT current_database()").fetchone()[0] == DB_NAME
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(host="127.0.0.2", port=port, user=DB_USER, password="wrong",
+                            dbname=DB_NAME, connect_timeout=5).close()  # fmt: skip
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        proc.wait(timeout=60)
+        log.close()
+        shutil.rmtree(root, ignore_errors=True)

@@ -111,9 +111,16 @@ def start_database(data: Path, port: int, host: str = "127.0.0.1", log_file=None
                             start_new_session=True)  # fmt: skip
 
 
+def probe_host(listen: str) -> str:
+    """Where this machine reaches a server started with ``-h listen`` (postgres' comma-separated
+    list of addresses): its first address, or 127.0.0.1 for a wildcard (``*``, 0.0.0.0, ::)."""
+    first = listen.split(",")[0].strip()
+    return "127.0.0.1" if first in ("", "*", "0.0.0.0", "::") else first
+
+
 def wait_database(port: int, timeout: float, proc=None, user: str = DB_USER,
-                  password: str | None = None) -> None:  # fmt: skip
-    """Poll until the server on 127.0.0.1:``port`` accepts a connection, the process dies, or
+                  password: str | None = None, host: str = "127.0.0.1") -> None:  # fmt: skip
+    """Poll until the server on ``host:port`` accepts a connection, the process dies, or
     ``timeout`` passes."""
     import psycopg
 
@@ -122,7 +129,7 @@ def wait_database(port: int, timeout: float, proc=None, user: str = DB_USER,
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"postgres exited with {proc.returncode} before it answered")
         try:
-            psycopg.connect(host="127.0.0.1", port=port, user=user, password=password,
+            psycopg.connect(host=host, port=port, user=user, password=password,
                             dbname="postgres", connect_timeout=2).close()  # fmt: skip
             return
         except psycopg.OperationalError:
@@ -297,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
     init_database(args.data, password)
     proc = start_database(args.data, args.port, args.host)
     try:
-        wait_database(args.port, 60, proc, password=password)
-        create_database(args.port, password=password)
+        host = probe_host(args.host)  # --host may be one interface that is not 127.0.0.1
+        wait_database(args.port, 60, proc, password=password, host=host)
+        create_database(args.port, password=password, host=host)
         log.info("tracking database ready: mlflow server --backend-store-uri %s",
                  postgres_uri(args.port, "127.0.0.1" if args.host == "127.0.0.1" else "HOST",
                               password="…" if password else None))  # fmt: skip
