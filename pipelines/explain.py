@@ -1,8 +1,8 @@
-"""Stage ``explain``: per-class rule trees on the 512 features (those the classifier reads), fitted on the network's own
-decisions for many faces outside the test split (augmented SFEW training faces, FER2013 train
-faces and their mirror images: the network is the oracle, as in TREPAN); fidelity on the test
-split's features and on the fitting set, rules.md / rules.json, tree pictures, the depth curve,
-characteristic patterns — logged to the pipeline's MLflow run."""
+"""Stage ``explain``: per-class rule trees on the 512 features (those the classifier reads),
+fitted on the network's own decisions for many faces outside the test split (augmented SFEW
+training faces, FER2013 train faces and their mirror images: the network is the oracle, as in
+TREPAN); fidelity on the test split's features and on the fitting set, rules.md / rules.json,
+tree pictures, the depth curve, characteristic patterns — logged to the pipeline's MLflow run."""
 
 from __future__ import annotations
 

@@ -152,8 +152,9 @@ def _input_from_corners(rgb: np.ndarray, corners: list[list[float]], size: int) 
 
 
 @pytest.mark.parametrize("max_side", [1600, 480])  # 480: faces found on a shrunk copy
-def test_corners_place_the_network_input_in_the_image(bundle: Path, clear_frame: Path,
-                                                      fer_root: Path, max_side: int) -> None:  # fmt: skip
+def test_corners_place_the_network_input_in_the_image(
+    bundle: Path, clear_frame: Path, fer_root: Path, max_side: int
+) -> None:
     """A face record's corners are where the network's input lies in the uploaded image: cut
     there, the image gives the network's input again — for an upright and a tilted frame and a
     face crop (crop=true) — so the occlusion map drawn in them covers what the network saw.

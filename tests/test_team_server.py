@@ -112,10 +112,9 @@ def test_the_db_command_on_another_address_gets_ready_and_takes_passwords(tmp_pa
     secret.write_text("team-s3cret\n")
     port = free_port()
     log = open(root / "db.log", "w+")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen([sys.executable, "-m", "ferops.teamserver", "db", str(root / "data"),
-                             "--host", "127.0.0.2", "--port", str(port),
-                             "--password-file", str(secret)],
-                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+    cmd = [sys.executable, "-m", "ferops.teamserver", "db", str(root / "data"),
+           "--host", "127.0.0.2", "--port", str(port), "--password-file", str(secret)]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while "tracking database ready" not in (root / "db.log").read_text():

@@ -261,7 +261,9 @@ class Predictor:
         faces, _ = self.detector.detect(work)
         return faces, work, scale
 
-    def locate(self, rgb: np.ndarray, is_crop: bool = False) -> tuple[list[dict], list[np.ndarray]]:
+    def locate(
+        self, rgb: np.ndarray, is_crop: bool = False
+    ) -> tuple[list[dict], list[np.ndarray]]:
         """Face records and gray face chips of an RGB image. With ``is_crop`` the image is one
         face crop of any tightness: its landmarks are found inside it and it is aligned like
         every other face (a record with ``box`` ``None``); a crop with no face in it gives no

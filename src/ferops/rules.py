@@ -1,8 +1,8 @@
 """Fitting the per-class rule trees (scikit-learn; the training side of the explanation).
 
 For each class c a depth-limited tree learns *the network's* decision "predicted == c" from the
-512 penultimate features (those its classifier reads: :func:`classifier_inputs`). Trees are exported as plain arrays (:class:`ferops.explanation.Tree`)
-so serving never unpickles anything.
+512 penultimate features (those its classifier reads: :func:`classifier_inputs`). Trees are
+exported as plain arrays (:class:`ferops.explanation.Tree`) so serving never unpickles anything.
 
 The network is the oracle (TREPAN, Craven & Shavlik 1996): the trees learn its answers, not human
 labels, so it can be asked about as many faces as we have — :func:`ask_network` queries it on
@@ -69,8 +69,13 @@ def classifier_inputs(model: FerResNet) -> np.ndarray:
     return np.flatnonzero(np.any(weight != 0, axis=0))
 
 
-def fit_tree(features: np.ndarray, target: np.ndarray, config: RuleConfig, depth: int | None = None,
-             columns: np.ndarray | None = None) -> Tree:  # fmt: skip
+def fit_tree(
+    features: np.ndarray,
+    target: np.ndarray,
+    config: RuleConfig,
+    depth: int | None = None,
+    columns: np.ndarray | None = None,
+) -> Tree:
     """One tree for a boolean target, exported to plain arrays. With ``columns`` the tree may
     split only on those features (its feature indices still count all of ``features``' columns).
     """
