@@ -20,7 +20,7 @@ selection**: for each fold, the setting best on the other folds, scored on that 
 unbiased estimate of "pick by CV".
 
     python benchmarks/finetune_search.py --recipes shipped lr005 mix25
-    python benchmarks/finetune_search.py --recipes dense head1 head2 --alphas 1 --taus 0
+    python benchmarks/finetune_search.py --recipes head1 head2 --alphas 1 --taus 0
 
 ``head_features`` (a sparse classifier trained jointly with the backbone, issue 15): the rule
 trees split only on the features the classifier reads, as the ``explain`` stage fits them.
@@ -65,7 +65,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "head1": {"head_features": 1},
     "head2": {"head_features": 2},
     "head3": {"head_features": 3},
-    "dense": {"head_features": 0},
     "smoke": {"epochs": 1},  # a check that the search runs end to end
 }
 ALPHAS = (1.0, 0.8, 0.6, 0.5, 0.4)

@@ -152,20 +152,16 @@ function box(face, width, height) {
 
 /** The occlusion map over the whole image, its canvas mapped onto the square the network saw:
  * the answer's `corners` (top-left, top-right, bottom-right, bottom-left in image pixels; tilted
- * with the head, since faces are aligned), else the face box, else the whole image (a face crop
- * from a service without corners). The canvas fills the frame (the displayed image, W × H); a
- * CSS transform takes its corners (0, 0), (W, 0), (0, H) onto the square's. Translations in
- * percent are of the canvas's own size, and W / H is the image's aspect, so the placement
- * follows any display size. */
+ * with the head, since faces are aligned), or the face box for a bundle that does not align
+ * (its faces are square crops of the box). The canvas fills the frame (the displayed image,
+ * W × H); a CSS transform takes its corners (0, 0), (W, 0), (0, H) onto the square's.
+ * Translations in percent are of the canvas's own size, and W / H is the image's aspect, so the
+ * placement follows any display size. */
 function occlusionFrame(face, width, height) {
   const occlusion = face.explanation.occlusion;
-  let corners = occlusion.corners;
-  if (!corners && face.box) {
-    const [left, top, right, bottom] = face.box;
-    corners = [[left, top], [right, top], [right, bottom], [left, bottom]];
-  }
-  corners ??= [[0, 0], [width, 0], [width, height], [0, height]];
-  const [[x0, y0], [x1, y1], , [x3, y3]] = corners;
+  const [left, top, right, bottom] = face.box ?? [];
+  const box = [[left, top], [right, top], [right, bottom], [left, bottom]];
+  const [[x0, y0], [x1, y1], , [x3, y3]] = occlusion.corners ?? box;
   const canvas = occlusionCanvas(occlusion);
   canvas.style.transform = `translate(${(100 * x0) / width}%, ${(100 * y0) / height}%) ` +
     `matrix(${(x1 - x0) / width}, ${(y1 - y0) / width}, ${(x3 - x0) / height}, ` +
