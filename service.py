@@ -10,7 +10,8 @@ Two services, one bento:
 The model is ``ferops-resnet18:latest`` in the BentoML model store: the version that
 ``ferops-models import-bento`` last imported from the MLflow registry (the ``champion`` by
 default; after ``ferops-models rollback N``, version N). Serving imports the inference core only
-(``ferops.inference``, ``ferops.images``, ``ferops.serving``), never training code.
+(``ferops.inference``, ``ferops.images``, ``ferops.serving``), never training code; in a
+built bento the package is the ferops wheel the bento installs (``bentofile.yaml``).
 
 Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento); the
 web page is at ``/ui/``.
@@ -20,7 +21,8 @@ Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu
 the bundle's detection cascade to use, 0 = all, the default), ``FEROPS_MAX_UPLOAD_BYTES``,
 ``FEROPS_MAX_PIXELS``, ``FEROPS_MAX_ASPECT``, ``FEROPS_MAX_QUEUE`` (requests per lane before
 503 + ``Retry-After``), ``FEROPS_MAX_WAIT_S`` (see ``ferops.serving.Limits``). Error answers
-are documented in ``ferops.serving``.
+are documented in ``ferops.serving``; the service's own metrics (answers per class, errors by
+reason, lane depth, the model served) in ``ferops.service_metrics``, on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -28,14 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import sys
 from pathlib import Path
-
-# In a built bento the package sits in src/ beside this file (bentofile.yaml includes it);
-# in a checkout it is installed (pip install -e .) and this changes nothing.
-_SRC = Path(__file__).resolve().parent / "src"
-if (_SRC / "ferops").is_dir() and str(_SRC) not in sys.path:
-    sys.path.insert(0, str(_SRC))
 
 import bentoml
 import numpy as np
@@ -43,11 +38,13 @@ import numpy as np
 from ferops.faces import MAX_CROP_ASPECT
 from ferops.inference import Predictor
 from ferops.occlusion import attach, maps_from_logits, masked_batch
+from ferops.service_metrics import ServiceMetrics
 from ferops.serving import (
     BENTO_MODEL,
     MIN_DETECT_SIDE,
     UI_ROUTE,
     DetectResponse,
+    Door,
     Limits,
     PredictResponse,
     RequestError,
@@ -71,6 +68,8 @@ MAX_LATENCY_MS = 10_000
 #: cores); a bundle trained on the paper's dlib cascade may cap its slow CNN steps with
 #: ``FEROPS_DETECT_STEPS``.
 DETECT_STEPS = 0
+#: Admission before parsing (the request guard's), opened with the lanes when the worker starts.
+DOOR = Door()
 
 
 #: BentoML 1.4.40's client to a dependency replaces its connection pool every ``max_requests``
@@ -140,6 +139,8 @@ class FerService:
         self.lanes = {crop: WorkLane("crops" if crop else "frames", self.limits.max_queue,
                                      self.limits.max_wait_s) for crop in (False, True)}  # fmt: skip
         self._in_flight = 0  # classifier calls of this worker now waiting (one event loop)
+        self.metrics = ServiceMetrics(self.tag)
+        DOOR.open(self.lanes, self.metrics)
         log.info("serving %s; batching %s; limits %s", self.tag, self.batching, self.limits)
 
     # -- plain methods shared by the endpoints (an API must not call another API) --
@@ -182,11 +183,16 @@ class FerService:
             self._in_flight -= 1
         raise RequestError(503, "classifier_unavailable", f"connection failed {attempts} times: {last}")
 
+    def _refuse(self, route: str, exc: RequestError):
+        self.metrics.error(route, exc)
+        return exc.response()
+
     async def _analyse(self, image: Path, crop: bool, explain: bool):
+        route = "/explain" if explain else "/predict"
         try:
             faces, crops, reason, _ = await self._find(image, crop)
         except RequestError as exc:
-            return exc.response()
+            return self._refuse(route, exc)
         out = []
         if crops:
             batch = self.predictor.preprocess(crops)
@@ -195,12 +201,13 @@ class FerService:
             try:  # a call over max_batch_size into chunks)
                 result = await self._classify(batch)
             except RequestError as exc:
-                return exc.response()
+                return self._refuse(route, exc)
             n, masked = len(self.predictor.labels), result[len(crops) :]
             result = result[: len(crops)]
             out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
             if explain:
                 attach(out, maps_from_logits(result[:, :n], masked[:, :n]), faces)
+        self.metrics.answer(route, out, reason)
         return PredictResponse(faces=out, reason=reason, model=self.tag)
 
     @bentoml.api(route="/info")
@@ -232,7 +239,8 @@ class FerService:
         try:
             faces, _, reason, (width, height) = await self._find(image, False)
         except RequestError as exc:
-            return exc.response()
+            return self._refuse("/detect", exc)
+        self.metrics.answers.labels("/detect", reason or "faces").inc()
         return DetectResponse(faces=faces, reason=reason, width=width, height=height)
 
     @bentoml.api(route="/predict")
@@ -249,5 +257,5 @@ class FerService:
         return await self._analyse(image, crop, explain=True)
 
 
-FerService.add_asgi_middleware(RequestGuard)
+FerService.add_asgi_middleware(RequestGuard, door=DOOR)
 FerService.mount_asgi_app(ui_app(), path=UI_ROUTE)  # the web page, /ui/ (src/ferops/ui)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zlib
@@ -23,7 +24,7 @@ from ferops.images import decode_image, read_image, to_gray
 from ferops.inference import Predictor
 from ferops.processes import free_port, stop_process_group, wait_http
 from tests.bundles import make_bundle
-from tests.conftest import CLEAR_FRAMES, ROOT
+from tests.conftest import CLEAR_FRAMES, ROOT, png_bytes
 
 BIN = Path(sys.executable).parent
 MODEL_NAME = "ferops-service-test"
@@ -54,6 +55,15 @@ def _serve(target: str, bento_home: Path, log: Path, cwd: Path = ROOT, **env: st
 @pytest.fixture(scope="module")
 def bento_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("bentoml")
+
+
+def _own_home(bento_home: Path, folder: Path) -> Path:
+    """A BentoML home holding the same models, for a second server running beside the first:
+    `bentoml serve` (1.4.40, ``bentoml.serving.ensure_prometheus_dir``) empties
+    ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, which would reset the metrics
+    of a server already running from that home."""
+    shutil.copytree(bento_home / "models", folder / "models", symlinks=True)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -252,10 +262,10 @@ def test_hostile_crops_get_a_4xx_at_once_while_a_valid_request_is_answered(
 
 
 @pytest.fixture(scope="module")
-def small_queue_service(model_tag: str, bento_home: Path):
+def small_queue_service(model_tag: str, bento_home: Path, tmp_path_factory: pytest.TempPathFactory):
     """The same model served with lanes of 2 requests: overload is easy to reach."""
-    proc, handle, url = _serve("service:FerService", bento_home, bento_home / "small.log",
-                               FEROPS_MAX_QUEUE="2")  # fmt: skip
+    home = _own_home(bento_home, tmp_path_factory.mktemp("bentoml-small"))
+    proc, handle, url = _serve("service:FerService", home, home / "small.log", FEROPS_MAX_QUEUE="2")
     try:
         yield url, proc
     finally:
@@ -358,33 +368,104 @@ def test_sixteen_concurrent_clients(service: str, fer_root: Path) -> None:
     assert len(codes) == 400 and set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
 
 
-def test_bento_builds_and_its_tag_serves(model_tag: str, bento_home: Path, clear_frame: Path,
-                                         tmp_path: Path) -> None:  # fmt: skip
-    build = subprocess.run([str(BIN / "bentoml"), "build", ".", "--output", "tag"], cwd=ROOT, check=False,
-                           env=_env(bento_home), capture_output=True, text=True, timeout=900)  # fmt: skip
+def _metrics(url: str) -> dict[str, float]:
+    """The service's own samples on /metrics: ``name{labels}`` → value."""
+    text = requests.get(f"{url}/metrics", timeout=30).text
+    samples = {}
+    for line in text.splitlines():
+        if line.startswith("ferops_"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return samples
+
+
+def test_metrics_count_the_answers_of_known_requests(service: str, model_tag: str,
+                                                     clear_frame: Path) -> None:  # fmt: skip
+    """/metrics carries the model served, answers per outcome and expression, and errors by
+    status and reason, counted exactly for requests whose answers are known."""
+    before = _metrics(service)
+    face = _post(service, "predict", clear_frame.read_bytes())
+    blank = _post(service, "predict", png_bytes(np.full((200, 200, 3), 128, np.uint8)))
+    corrupt = _post(service, "explain", clear_frame.read_bytes()[:2000], name="cut.webp")
+    assert face.status_code == 200 and blank.json()["reason"] == "no_face"
+    assert corrupt.status_code == 422 and corrupt.json()["error"] == "corrupt", corrupt.text
+    after = _metrics(service)
+
+    def delta(key: str) -> float:
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    expression = face.json()["faces"][0]["expression"]
+    changed = {k: delta(k) for k in after if delta(k)}
+    assert after[f'ferops_model_info{{model="{model_tag}"}}'] == 1.0
+    assert delta('ferops_answers_total{outcome="faces",route="/predict"}') == 1, changed
+    assert delta('ferops_answers_total{outcome="no_face",route="/predict"}') == 1, changed
+    assert delta(f'ferops_face_expressions_total{{expression="{expression}",route="/predict"}}') == len(
+        face.json()["faces"]
+    )
+    assert delta('ferops_errors_total{reason="corrupt",route="/explain",status="422"}') == 1
+    assert after['ferops_lane_depth{lane="frames"}'] == 0.0
+
+
+def test_the_built_bento_serves_from_its_own_environment(
+    model_tag: str, bento_home: Path, clear_frame: Path, tmp_path: Path
+) -> None:
+    """`make bento`'s build (the ferops wheel + `bentoml build`), then a fresh virtual environment
+    made only from the bento's lock and wheels (scripts/bento_env.sh): ferops is imported from
+    that environment, not the checkout, and /readyz, /predict, /explain with its occlusion map,
+    /ui/ and /metrics answer."""
+    bento_home = _own_home(bento_home, tmp_path / "home")
+    env = _env(bento_home, PYTHON=sys.executable)
+    build = subprocess.run(["bash", str(ROOT / "scripts" / "build_bento.sh")], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
-    tag = build.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+    tag = build.stdout.strip().splitlines()[-1]
     name, version = tag.split(":")
     bento = bento_home / "bentos" / name / version
-    assert (bento / "src" / "service.py").is_file()
-    packed = {p.name for p in (bento / "src" / "src" / "ferops").glob("*.py")}
-    assert {"inference.py", "serving.py", "faces.py"} <= packed and "training.py" not in packed
-    assert (bento / "src" / "src" / "ferops" / "ui" / "index.html").is_file(), "the web page is packed"
+    assert sorted(p.name for p in (bento / "src").iterdir()) == ["bentofile.yaml", "service.py"]
+    assert [p.name for p in (bento / "env" / "python" / "wheels").iterdir()] == [
+        "ferops-0.1.0-py3-none-any.whl"
+    ]
     locked = (bento / "env" / "python" / "requirements.lock.txt").read_text()
-    assert "onnxruntime-gpu==1.31.1" in locked and "\nonnxruntime==" not in locked
-    assert "torch" not in locked and "mlflow" not in locked
+    serving = (ROOT / "src" / "ferops" / "requirements-serving.txt").read_text()
+    for pin in (line for line in serving.splitlines() if line and not line.startswith("#")):
+        assert pin in locked.splitlines(), pin  # one serving list, locked as written
+    assert "\nonnxruntime==" not in locked and "torch" not in locked and "mlflow" not in locked
     dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
     assert "nvidia/cuda:12.8.1-cudnn-runtime" in dockerfile and "libgomp1" in dockerfile
     assert model_tag in (bento / "bento.yaml").read_text()
 
-    proc, handle, url = _serve(tag, bento_home, tmp_path / "bento.log", cwd=tmp_path)
-    try:
-        assert requests.get(f"{url}/readyz", timeout=10).status_code == 200
-        answer = _post(url, "predict", clear_frame.read_bytes())
-        assert answer.status_code == 200 and answer.json()["faces"], answer.text[:300]
-    finally:
-        stop_process_group(proc)
-        handle.close()
+    venv = tmp_path / "venv"
+    made = subprocess.run(["bash", str(ROOT / "scripts" / "bento_env.sh"), str(bento), str(venv)],
+                          env=dict(env, PYTHON=sys._base_executable, UV=str(BIN / "uv")),
+                          capture_output=True, text=True, timeout=1200, check=False)  # fmt: skip
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import ferops; print(ferops.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, check=True)  # fmt: skip
+    assert where.stdout.startswith(str(venv)), where.stdout
+
+    clean = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+             "BENTOML_HOME": str(bento_home), "BENTOML_DO_NOT_TRACK": "true"}  # fmt: skip
+    port = free_port()
+    with open(tmp_path / "bento.log", "w") as handle:
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=tmp_path, env=clean, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_http(f"{url}/readyz", timeout=180, proc=proc)
+            answer = _post(url, "predict", clear_frame.read_bytes())
+            assert answer.status_code == 200 and answer.json()["faces"], answer.text[:300]
+            explained = _post(url, "explain", clear_frame.read_bytes())
+            face = explained.json()["faces"][0]
+            assert face["explanation"]["occlusion"]["cells"], explained.text[:300]
+            page = requests.get(f"{url}/ui/", timeout=30)
+            assert page.status_code == 200 and "<html" in page.text.lower()
+            assert f'ferops_model_info{{model="{model_tag}"}}' in requests.get(f"{url}/metrics", timeout=30).text
+        except (RuntimeError, TimeoutError):
+            pytest.fail(f"the bento did not start:\n{(tmp_path / 'bento.log').read_text()[-3000:]}")
+        finally:
+            stop_process_group(proc)
 
 
 def test_rollback_reaches_the_served_model_and_info_has_no_credentials(

@@ -3,16 +3,23 @@
 A registered version is a pyfunc model whose artifacts are the whole serving bundle (ONNX model,
 labels, preprocessing, rule trees and patterns), the PyTorch weights and the model card; it takes
 image bytes and answers like the service's ``/predict`` (:class:`BundleModel`). The ONNX network
-is also logged in the onnx flavour. ``champion`` moves to a new version only when its test accuracy on
-the same split definition is at least the champion's plus a margin; otherwise the version is
-the ``challenger`` and the decision says why.
+is also logged in the onnx flavour. ``champion`` moves to a new version only when its test
+accuracy on the same split definition is at least the champion's plus a margin; otherwise the
+version is the ``challenger`` and the decision says why.
+
+A registered version serves itself: the ``ferops`` package is logged with it as code
+(``code_paths``) and its requirements are :func:`serving_requirements`, so
+``mlflow models serve -m models:/ferops-resnet18@champion --env-manager uv`` builds an
+environment from the model alone (no ferops install, no torch) and answers images.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import logging
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +41,19 @@ BUNDLE_ARTIFACT = "bundle"
 RULES_ARTIFACT = f"artifacts/{BUNDLE_ARTIFACT}/{RULES_FILE}"
 #: MLflow's SQL stores keep at most this many characters of a model or version description.
 DESCRIPTION_LIMIT = 5000
-SERVING_REQUIREMENTS = ["onnxruntime-gpu==1.31.1", "dlib-bin==20.0.1.post1",
-                        "face-recognition-models==0.3.0", "opencv-python-headless==5.0.0.93",
-                        "numpy==2.4.6", "pillow==13.0.0"]  # fmt: skip
+#: The serving pins (package data of ``ferops``): the one list that ``bentofile.yaml`` and the
+#: registered pyfunc's ``pip_requirements`` both read.
+SERVING_REQUIREMENTS_FILE = "requirements-serving.txt"
+#: The package folder logged as the pyfunc's code (``code_paths``): everything its class needs.
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def serving_requirements() -> list[str]:
+    """The requirement lines of :data:`SERVING_REQUIREMENTS_FILE`, without comments (a line's
+    ``#`` after whitespace, as pip reads them) and blank lines."""
+    text = (importlib.resources.files("ferops") / SERVING_REQUIREMENTS_FILE).read_text("utf-8")
+    lines = (re.sub(r"(^|\s+)#.*$", "", line).strip() for line in text.splitlines())
+    return [line for line in lines if line]
 
 
 def image_signature():
@@ -47,7 +64,8 @@ def image_signature():
     from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
 
     inputs = Schema([ColSpec("binary", "image"), ColSpec("boolean", "crop", required=False)])
-    return ModelSignature(inputs=inputs, params=ParamSchema([ParamSpec("explain", "boolean", False)]))
+    params = ParamSchema([ParamSpec("explain", "boolean", False)])
+    return ModelSignature(inputs=inputs, params=params)
 
 
 class BundleModel(mlflow.pyfunc.PythonModel):
@@ -73,7 +91,8 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
-            raise ValueError(f"input needs an 'image' column of image bytes, got {list(frame.columns)}")
+            columns = list(frame.columns)
+            raise ValueError(f"input needs an 'image' column of image bytes, got {columns}")
         explain = bool((params or {}).get("explain", False))
         crops_flag = frame["crop"] if "crop" in frame.columns else [False] * len(frame)
         limits = Limits()
@@ -229,10 +248,16 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
             artifacts["model_card"] = str(card)
         else:
             log.warning("no model card at %s: the version gets no card and no description", card)
+        # cloudpickle stores BundleModel by reference (module ferops.registry): loading the model
+        # imports ferops. MLflow 3.17 copies a code_paths folder to code/<name> in the model and
+        # puts code/ first on sys.path before it unpickles, so `mlflow models serve` and
+        # spark_udf import ferops in an environment built from pip_requirements alone (which
+        # MLflow prefixes with mlflow==<its version>).
         info = mlflow.pyfunc.log_model(name="bundle", python_model=BundleModel(),
                                        artifacts=artifacts,
                                        signature=image_signature(),
-                                       pip_requirements=SERVING_REQUIREMENTS)  # fmt: skip
+                                       code_paths=[str(PACKAGE_DIR)],
+                                       pip_requirements=serving_requirements())  # fmt: skip
     version_tags = {**tags, "bundle_sha256": bundle_sha, "test_accuracy": f"{test_accuracy:.6f}"}
     version = mlflow.register_model(info.model_uri, name, tags=version_tags)
     number = int(version.version)
@@ -251,7 +276,8 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
                  "git commit": tags.get("git_commit", "unknown"), "bundle sha256": bundle_sha,
                  "run": run_id, "promotion at registration": f"{alias}: {reason}",
                  "model card": "MODEL_CARD.md in this version's artifacts"}  # fmt: skip
-        client.update_model_version(name, str(number), description=version_description(summary, facts))
+        description = version_description(summary, facts)
+        client.update_model_version(name, str(number), description=description)
     decision.update(alias=alias, reason=reason,
                     champion=number if promote else int(champion.version))  # fmt: skip
     log.info("%s v%d → %s (%s)", name, number, alias, reason)

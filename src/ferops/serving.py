@@ -19,7 +19,8 @@ not_an_image   415    no image format Pillow knows (text, HTML, PDF, SVG …)
 corrupt        422    an image format, but truncated or damaged
 bad_size       422    an image with a zero width or height
 unprocessable  422    decoding or detection failed in a way no check above names (logged)
-overloaded     503    the request's work queue is full; ``Retry-After`` says when to retry
+overloaded     503    the request's work lane is full; ``Retry-After`` says when to retry. Refused
+                      at the door (:class:`Door`) before the upload is parsed
 timeout        503    the request waited longer than its lane's deadline and was dropped unrun
 classifier_unavailable 503 the network's process is unreachable (restarting); retry
 ============== ====== ==========================================================
@@ -246,6 +247,74 @@ class WorkLane:
             self.waiting -= 1
 
 
+#: Values of a multipart text field that BentoML (pydantic) reads as ``True``.
+TRUE_VALUES = frozenset({b"1", b"true", b"yes", b"on", b"t", b"y"})
+
+
+def crop_flag(body: bytes) -> bool:
+    """Whether a raw multipart body sets its ``crop`` field to true, read without parsing the
+    body: one byte search for the part's header (RFC 7578 quotes the name), then its value.
+
+    Used only to choose the lane a request is admitted to (:class:`Door`); the service's own
+    parse decides what the request is. Bytes of an image that happen to spell the part header
+    can only make an overloaded service refuse that request, never answer it wrongly.
+    """
+    start = body.find(b'name="crop"')
+    if start < 0:
+        return False
+    value = body.find(b"\r\n\r\n", start)
+    if value < 0:
+        return False
+    return body[value + 4 : value + 20].split(b"\r\n", 1)[0].strip().lower() in TRUE_VALUES
+
+
+class Door:
+    """Admission in front of the lanes: at most ``lane.max_queue`` requests of each lane are
+    inside the service (from admission to answer) at once; the others are answered 503
+    ``overloaded`` with the lane's ``Retry-After`` by :class:`RequestGuard` as soon as their
+    body has arrived, before anything parses it (no multipart parse, no temporary file, no
+    BentoML request handling).
+
+    A flood of clients that ignore ``Retry-After`` then costs each refused request little more
+    than receiving its bytes, so the lanes keep their CPU for the requests they answer
+    (``benchmarks/service_load.py``, the ``ignore_retry_after`` cell). The service opens the
+    door with its lanes when its worker starts; until then every request is admitted. Used from
+    one event loop (a BentoML worker), which is the only writer of the counts.
+    """
+
+    def __init__(self) -> None:
+        self.lanes: dict[bool, WorkLane] = {}
+        self.inside = {False: 0, True: 0}
+        self.metrics: Any = None
+
+    def open(self, lanes: dict[bool, WorkLane], metrics: Any = None) -> None:
+        """Admit requests to these lanes (keyed by the ``crop`` flag); count in ``metrics``."""
+        self.lanes, self.metrics = lanes, metrics
+
+    def enter(self, crop: bool) -> RequestError | None:
+        """Admit a request of the ``crop`` lane (then :meth:`leave` it), or the 503 to send."""
+        lane = self.lanes.get(crop)
+        if lane is not None and self.inside[crop] >= lane.max_queue:
+            return RequestError(
+                503,
+                "overloaded",
+                f"{self.inside[crop]} {lane.name} requests in progress (at most "
+                f"{lane.max_queue}); retry later",
+                lane.retry_after(),
+            )
+        self._count(crop, +1)
+        return None
+
+    def leave(self, crop: bool) -> None:
+        """The admitted request of the ``crop`` lane has been answered."""
+        self._count(crop, -1)
+
+    def _count(self, crop: bool, step: int) -> None:
+        self.inside[crop] += step
+        if self.metrics is not None and crop in self.lanes:
+            self.metrics.lane_depth.labels(self.lanes[crop].name).set(self.inside[crop])
+
+
 #: Multipart fields each upload route accepts: (file fields, text fields).
 FORM_FIELDS = {"/detect": ({"image"}, set()), "/predict": ({"image"}, {"crop"}),
                "/explain": ({"image"}, {"crop"})}  # fmt: skip
@@ -258,14 +327,24 @@ class RequestGuard:
       (with and without ``Content-Length``);
     * parses multipart uploads of the upload routes first and answers malformed ones (no
       boundary, garbage, a file where a text field belongs, unknown fields) with a JSON 400
-      naming the valid fields — BentoML's own parser answers those with a 500.
+      naming the valid fields — BentoML's own parser answers those with a 500;
+    * admits upload requests through ``door`` (:class:`Door`): a full lane's requests get their
+      503 here, before any parsing.
+
+    Every answer it gives itself is counted in ``door.metrics`` (once the service opened it).
     """
 
-    def __init__(self, app: Any, max_bytes: int | None = None,
-                 form_fields: dict[str, tuple[set[str], set[str]]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        app: Any,
+        max_bytes: int | None = None,
+        form_fields: dict[str, tuple[set[str], set[str]]] | None = None,
+        door: Door | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes or Limits.from_env().max_upload_bytes
         self.form_fields = FORM_FIELDS if form_fields is None else form_fields
+        self.door = door if door is not None else Door()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") not in ("POST", "PUT", "PATCH"):
@@ -275,8 +354,8 @@ class RequestGuard:
         declared = headers.get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             await self._drain(receive)
-            await _send_json(send, 413, "too_large",
-                             f"request body of {declared.decode('latin-1')} bytes exceeds {self.max_bytes}")  # fmt: skip
+            detail = f"request body of {declared.decode('latin-1')} bytes exceeds {self.max_bytes}"
+            await self._refuse(send, scope.get("path", ""), RequestError(413, "too_large", detail))
             return
         buffered, total = [], 0
         while True:
@@ -287,23 +366,44 @@ class RequestGuard:
             total += len(message.get("body", b""))
             if total > self.max_bytes:
                 await self._drain(receive, message)
-                await _send_json(send, 413, "too_large",
-                                 f"request body of more than {total} bytes exceeds {self.max_bytes}")  # fmt: skip
+                detail = f"request body of more than {total} bytes exceeds {self.max_bytes}"
+                await self._refuse(send, scope.get("path", ""), RequestError(413, "too_large", detail))
                 return
             if not message.get("more_body"):
                 break
-        content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
-        fields = self.form_fields.get(scope.get("path", ""))
-        if fields is not None and content_type.startswith("multipart/"):
-            problem = await _form_problem(scope, list(buffered), *fields)
-            if problem is not None:
-                await _send_json(send, 400, "bad_form", problem)
-                return
+        path = scope.get("path", "")
+        fields = self.form_fields.get(path)
+        if fields is None:  # not an upload route: BentoML answers as it does
+            await self._forward(scope, buffered, receive, send)
+            return
+        crop = "crop" in fields[1] and crop_flag(b"".join(m.get("body", b"") for m in buffered))
+        refused = self.door.enter(crop)
+        if refused is not None:
+            await self._refuse(send, path, refused)
+            return
+        try:
+            content_type = headers.get(b"content-type", b"").decode("latin-1").lower()
+            if content_type.startswith("multipart/"):
+                problem = await _form_problem(scope, list(buffered), *fields)
+                if problem is not None:
+                    await self._refuse(send, path, RequestError(400, "bad_form", problem))
+                    return
+            await self._forward(scope, buffered, receive, send)
+        finally:
+            self.door.leave(crop)
+
+    async def _forward(self, scope: dict, buffered: list[dict], receive: Any, send: Any) -> None:
+        """The request to the app, its body replayed from ``buffered``."""
 
         async def replay() -> dict:
             return buffered.pop(0) if buffered else await receive()
 
         await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Any, path: str, error: RequestError) -> None:
+        if self.door.metrics is not None:
+            self.door.metrics.error(path, error)
+        await _send_json(send, error.status, error.error, error.detail, error.retry_after)
 
     @staticmethod
     async def _drain(receive: Any, last: dict | None = None, cap: int = 256 * 1024 * 1024) -> None:
@@ -346,11 +446,14 @@ async def _form_problem(scope: dict, messages: list[dict], files: set[str],
         await form.close()
 
 
-async def _send_json(send: Any, status: int, error: str, detail: str) -> None:
+async def _send_json(
+    send: Any, status: int, error: str, detail: str, retry_after: int | None = None
+) -> None:
     body = json.dumps({"error": error, "detail": detail}).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode())]})  # fmt: skip
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if retry_after is not None:
+        headers.append((b"retry-after", str(retry_after).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
