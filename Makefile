@@ -2,19 +2,30 @@
 SHELL := /bin/bash
 ACTIVATE := source .venv/bin/activate
 
-.PHONY: setup repro test lint bento
+.PHONY: setup repro test test-container lint bento container
 setup:
 	bash scripts/setup.sh
 
 repro: setup
 	$(ACTIVATE) && dvc repro
 
+# Everything but the container image build (its own target: several minutes the first time).
 test: setup
-	$(ACTIVATE) && pytest -q
+	$(ACTIVATE) && pytest -q -m "not container"
 
 lint:
 	$(ACTIVATE) && ruff check src pipelines tests benchmarks service.py
 
-# The registry's champion → BentoML model store → a bento (run after `make repro`).
+# The registry's champion → BentoML model store → the ferops wheel + a bento (after `make repro`).
 bento: setup
-	$(ACTIVATE) && ferops-models import-bento && bentoml build
+	$(ACTIVATE) && ferops-models import-bento && scripts/build_bento.sh
+
+# The CPU container image of that bento, built with podman on a local Debian base: ferops:cpu.
+container: setup
+	$(ACTIVATE) && ferops-models import-bento && bash scripts/container.sh ferops:cpu
+
+# Builds the CPU image with a small test model, runs it, answers, stops it; figures to
+# benchmarks/results/container.json.
+test-container: setup
+	$(ACTIVATE) && FEROPS_CONTAINER_REPORT=benchmarks/results/container.json \
+	  pytest -q -m container tests/test_container.py

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     data = load_fold_inputs("params.yaml", Path("data/split/split.csv"),
                             Path("data/prepared/faces"), Path("models/pretrain.pt"),
-                            Path("data/fer2013/fer2013.npz"), Path("data/teacher/teacher.npz"))  # fmt: skip
+                            Path("data/fer2013/fer2013.npz"), [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")])  # fmt: skip
     rules = RuleConfig.from_section(load_section("params.yaml", "explain"))
     with np.load("data/fer2013/fer2013.npz") as blob:
         fer_public = FaceSet(blob["x_publictest"], blob["y_publictest"], data.config.resize)

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained,
-                            Path("data/fer2013/fer2013.npz"), Path("data/teacher/teacher.npz"))
+                            Path("data/fer2013/fer2013.npz"), [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")])
     config, folds = data.config, data.folds
     clips = np.array([r["clip"] for r in data.rows])
 

@@ -29,6 +29,7 @@ import numpy as np
 from ferops.augment import AugmentConfig
 from ferops.crossval import paired_difference, run_fold
 from ferops.model import FerResNet
+from ferops.recipe import TeacherLabels
 from ferops.training import FaceSet, TrainConfig, fit, predict, resize_short_side
 
 log = logging.getLogger("recipe_search")
@@ -67,7 +68,7 @@ def pack(args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     fer = np.load(args.fer2013)
-    teacher = np.load(args.teacher)
+    teacher = TeacherLabels(*args.teacher).arrays
     arrays = {}
     for split in ("train", "publictest"):
         chips = np.stack([resize_short_side(x, PRETRAIN["resize"]) for x in fer[f"x_{split}"]])
@@ -192,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
     p.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    p.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
+    p.add_argument("--teacher", type=Path, nargs="+",
+                   default=[Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")])
     p.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
     p.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
     p.add_argument("--out", type=Path, default=Path(".gpu"))

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
     parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
     parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
+    parser.add_argument("--teacher", type=Path, nargs="+", required=True,
+                        help="the teach stage's logit files (FER2013's and SFEW's)")
     parser.add_argument("--run", type=Path, default=Path("models/run.json"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/crossval.json"))
     args = parser.parse_args(argv)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
+    parser.add_argument("--teacher", type=Path, required=True, help="FER2013's teacher logits")
     parser.add_argument("--out", type=Path, default=Path("models/pretrain.pt"))
     parser.add_argument("--metrics", type=Path, default=Path("metrics/pretrain.json"))
     parser.add_argument("--plots", type=Path, default=Path("plots/pretrain"))

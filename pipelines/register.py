@@ -15,7 +15,7 @@ import yaml
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import read_csv
 from ferops.registry import register_bundle, split_definition
-from ferops.tracking import flatten, run_tags, tracking_uri
+from ferops.tracking import flatten, run_in_this_store, run_tags, tracking_uri
 
 log = logging.getLogger("register")
 
@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
             "params_sha256": hashlib.sha256(flat.encode()).hexdigest(),
             "split_definition": split_definition(read_csv(args.split)),
             "test_macro_f1": f"{evaluation['macro_f1']:.6f}"}  # fmt: skip
-    run_id = json.loads(args.run.read_text())["run_id"]
+    numbers = {f"test_{k}": float(v) for k, v in evaluation.items() if isinstance(v, int | float)}
+    run_id = run_in_this_store(args.run, Path(args.params), MODEL_SECTIONS, numbers)
     import mlflow
 
     mlflow.set_tracking_uri(tracking_uri())

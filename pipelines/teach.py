@@ -1,5 +1,7 @@
 """Stage ``teach``: the zoo's RAF-DB expression model (the teacher) on every FER2013 face and every
-usable SFEW face chip → its logits, for distillation in ``pretrain`` / ``train``."""
+usable SFEW face chip → its logits, for distillation in ``pretrain`` / ``train``. Two files:
+FER2013's logits (``--out-fer2013``, all ``pretrain`` reads: nothing SFEW-derived among its
+inputs, so a change of the SFEW chips never reruns pre-training) and the SFEW chips' (``--out-sfew``)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zoo", type=Path, default=Path("data/raw/zoo"))
     parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
     parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
-    parser.add_argument("--out", type=Path, default=Path("data/teacher/teacher.npz"))
+    parser.add_argument("--out-fer2013", type=Path, required=True)
+    parser.add_argument("--out-sfew", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, default=Path("metrics/teach.json"))
     args = parser.parse_args(argv)
     setup_logging()
@@ -36,10 +39,12 @@ def main(argv: list[str] | None = None) -> int:
     chips = [load_gray(args.prepared / "faces" / r["crop"]) for r in rows]
     out = {f"fer2013_{split}": teacher.logits(list(fer[f"x_{split}"]), margin, f"teach {split}")
            for split in ("train", "publictest")}  # fmt: skip
-    out["sfew"] = teacher.logits(chips, margin, "teach sfew")
-    out["sfew_ids"] = np.array([r["image_id"] for r in rows])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(args.out, **out)
+    sfew = {"sfew": teacher.logits(chips, margin, "teach sfew"),
+            "sfew_ids": np.array([r["image_id"] for r in rows])}  # fmt: skip
+    for path, arrays in ((args.out_fer2013, out), (args.out_sfew, sfew)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, **arrays)
+    out.update(sfew)
     labels = {"fer2013_train": fer["y_train"], "fer2013_publictest": fer["y_publictest"],
               "sfew": np.array([int(r["label_index"]) for r in rows])}  # fmt: skip
     metrics = {f"{key}_accuracy": round(float((out[key].argmax(1) == y).mean()), 4)

@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--augmented", type=Path, default=Path("data/augmented"))
     parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
     parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--teacher", type=Path, default=Path("data/teacher/teacher.npz"))
+    parser.add_argument("--teacher", type=Path, nargs="+", required=True,
+                        help="the teach stage's logit files (FER2013's and SFEW's)")
     parser.add_argument("--pretrain-run", type=Path, default=Path("models/pretrain_run.json"))
     parser.add_argument("--out", type=Path, default=Path("models/model.pt"))
     parser.add_argument("--run", type=Path, default=Path("models/run.json"))
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     faces = load_section(args.params, "prepare").get("faces", {})
 
     images, labels, aug_rows = load_augmented(args.augmented)
-    teacher = TeacherLabels(args.teacher) if config.distill_weight > 0 else None
+    teacher = TeacherLabels(*args.teacher) if config.distill_weight > 0 else None
     soft = teacher.sfew([r["source_id"] for r in aug_rows]) if teacher is not None else None
     train = FaceSet(images, labels, config.resize, soft)
     extra = fer2013_extra(config, args.fer2013, teacher)

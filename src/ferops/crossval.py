@@ -40,7 +40,7 @@ class FoldInputs:
 
 
 def load_fold_inputs(params: str | Path, split: Path, crops: Path, pretrained: Path,
-                     fer2013: Path, teacher: Path) -> FoldInputs:  # fmt: skip
+                     fer2013: Path, teacher: Sequence[Path]) -> FoldInputs:  # fmt: skip
     """The ``train`` and ``augment`` sections of ``params``, the train + val faces of ``split``
     (the selection protocol: the test split stays unseen), the pre-trained weights when
     ``train.init`` is ``fer2013``, and what the recipe mixes in or distils from."""
@@ -52,7 +52,7 @@ def load_fold_inputs(params: str | Path, split: Path, crops: Path, pretrained: P
     folds = np.array([int(r["fold"]) for r in rows])
     if np.any(folds < 0):
         raise ValueError("a train/val face has no fold: rerun the split stage")
-    labels_of_teacher = TeacherLabels(teacher) if config.distill_weight > 0 else None
+    labels_of_teacher = TeacherLabels(*teacher) if config.distill_weight > 0 else None
     soft = labels_of_teacher.sfew([r["image_id"] for r in rows]) if labels_of_teacher else None
     extra = fer2013_extra(config, fer2013, labels_of_teacher)
     return FoldInputs(init, config, augment, images, labels, rows, folds, start_state, soft, extra)

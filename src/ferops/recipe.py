@@ -22,13 +22,17 @@ def train_recipe(section: dict[str, Any]) -> tuple[str, TrainConfig]:
 
 
 class TeacherLabels:
-    """The ``teach`` stage's logits (``data/teacher/teacher.npz``): FER2013 by position, SFEW by
-    image id."""
+    """The ``teach`` stage's logits: FER2013 by position (``data/teacher/fer2013.npz``), SFEW by
+    image id (``data/teacher/sfew.npz``); give the files a stage needs (pre-training reads only
+    FER2013's, so nothing SFEW-derived is among its inputs)."""
 
-    def __init__(self, path: Path) -> None:
-        with np.load(path) as blob:
-            self.arrays = {key: blob[key] for key in blob.files}
-        self.sfew_index = {str(i): n for n, i in enumerate(self.arrays["sfew_ids"])}
+    def __init__(self, *paths: Path) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+        for path in paths:
+            with np.load(path) as blob:
+                self.arrays.update({key: blob[key] for key in blob.files})
+        ids = self.arrays.get("sfew_ids", [])
+        self.sfew_index = {str(i): n for n, i in enumerate(ids)}
 
     def fer2013(self, split: str) -> np.ndarray:
         """N×7 logits of the FER2013 ``split`` (train | publictest), in the array's order."""
@@ -36,6 +40,8 @@ class TeacherLabels:
 
     def sfew(self, image_ids: Sequence[str]) -> np.ndarray:
         """N×7 logits of SFEW faces by ``image_id``; a missing id is an error, not a guess."""
+        if "sfew" not in self.arrays:
+            raise KeyError("no SFEW teacher logits given (data/teacher/sfew.npz)")
         missing = [i for i in image_ids if i not in self.sfew_index]
         if missing:
             raise KeyError(f"{len(missing)} faces have no teacher logits, e.g. {missing[:3]}")

@@ -117,6 +117,36 @@ def resume_run(run_file: Path) -> Iterator[str]:
         yield run_id
 
 
+def run_in_this_store(run_file: Path, params_file: Path, sections: list[str],
+                      metrics: dict[str, float]) -> str:  # fmt: skip
+    """The id of the run ``run_file`` names when this tracking store has it; otherwise a new run
+    of the ``ferops`` experiment standing for it, whose id is returned.
+
+    Stage outputs pulled from a DVC remote were made by a run in another tracking store (the
+    machine that computed them); registering them here needs a run of this store to log to.
+    The new run records where the outputs came from (tag ``ferops.source_run``: the original
+    id, ``ferops.restored``: true), the params ``sections`` and the given ``metrics``.
+    ``run_file`` is not rewritten (it is a stage output, the same bytes on every machine).
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    run_id = json.loads(Path(run_file).read_text())["run_id"]
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+        return run_id
+    except MlflowException:
+        log.info("run %s is not in %s (stage outputs pulled from a remote): a new run stands for it",
+                 run_id, tracking_uri())  # fmt: skip
+    open_experiment(EXPERIMENT)
+    tags = {**run_tags("restored"), "ferops.source_run": run_id, "ferops.restored": "true"}
+    with mlflow.start_run(run_name="restored-from-stored-outputs", tags=tags) as run:
+        log_params_file(params_file, sections)
+        mlflow.log_metrics(metrics)
+        return run.info.run_id
+
+
 def log_epoch(epoch: int, row: dict[str, float]) -> None:
     """Per-epoch metrics of the active run (an ``on_epoch`` callback for ``training.fit``)."""
     import mlflow
