@@ -10,7 +10,7 @@ Two services, one bento:
 The model is ``ferops-resnet18:latest`` in the BentoML model store: the version that
 ``ferops-models import-bento`` last imported from the MLflow registry (the ``champion`` by
 default; after ``ferops-models rollback N``, version N). Serving imports the inference core only
-(``ferops.inference``, ``ferops.images``, ``ferops.serving``), never training code; in a
+(``ferops.inference``, ``ferops.images``, ``ferops.api``), never training code; in a
 built bento the package is the ferops wheel the bento installs (``bentofile.yaml``).
 
 Run: ``bentoml serve`` (this folder) or ``bentoml serve ferops:latest`` (a built bento); the
@@ -20,9 +20,9 @@ Settings (environment, read when a worker starts): ``FEROPS_PROVIDERS`` auto|cpu
 ``FEROPS_BATCHING`` 1|0 (0: one forward pass per request), ``FEROPS_DETECT_STEPS`` (steps of
 the bundle's detection cascade to use, 0 = all, the default), ``FEROPS_MAX_UPLOAD_BYTES``,
 ``FEROPS_MAX_PIXELS``, ``FEROPS_MAX_ASPECT``, ``FEROPS_MAX_QUEUE`` (requests per lane before
-503 + ``Retry-After``), ``FEROPS_MAX_WAIT_S`` (see ``ferops.serving.Limits``). Error answers
-are documented in ``ferops.serving``; the service's own metrics (answers per class, errors by
-reason, lane depth, the model served) in ``ferops.service_metrics``, on ``/metrics``.
+503 + ``Retry-After``), ``FEROPS_MAX_WAIT_S`` (see ``ferops.api.Limits``). Error answers
+are documented in ``ferops.api``; the service's own metrics (answers per class, errors by
+reason, lane depth, the model served) in ``ferops.api_metrics``, on ``/metrics``.
 """
 
 from __future__ import annotations
@@ -35,12 +35,8 @@ from pathlib import Path
 import bentoml
 import numpy as np
 
-from ferops.faces import MAX_CROP_ASPECT
-from ferops.inference import Predictor
-from ferops.occlusion import attach, maps_from_logits, masked_batch
-from ferops.service_metrics import ServiceMetrics
-from ferops.serving import (
-    BENTO_MODEL,
+from ferops import MODEL_NAME
+from ferops.api import (
     MIN_DETECT_SIDE,
     UI_ROUTE,
     DetectResponse,
@@ -54,11 +50,15 @@ from ferops.serving import (
     public_metadata,
     ui_app,
 )
+from ferops.api_metrics import ServiceMetrics
+from ferops.faces import MAX_CROP_ASPECT
+from ferops.inference import Predictor
+from ferops.occlusion import attach, maps_from_logits, masked_batch
 
 log = logging.getLogger("ferops.service")
 
 #: ``import-bento`` points ``latest`` at the version it imported (a rollback too).
-MODEL = bentoml.models.BentoModel(f"{BENTO_MODEL}:latest")
+MODEL = bentoml.models.BentoModel(f"{MODEL_NAME}:latest")
 #: Adaptive batching of the classifier: at most this many faces per forward pass, and requests
 #: are shed (503) only when the estimated wait exceeds the latency budget.
 MAX_BATCH_SIZE = 32
@@ -79,8 +79,9 @@ DOOR = Door()
 NEVER_RECYCLE = {"max_requests": 2**62, "max_age": 1e12}
 
 
-@bentoml.service(name="ferops-classifier", workers=1, traffic={"timeout": 60},
-                 runner_connection=NEVER_RECYCLE)  # fmt: skip
+@bentoml.service(
+    name="ferops-classifier", workers=1, traffic={"timeout": 60}, runner_connection=NEVER_RECYCLE
+)
 class FerClassifier:
     """The ONNX network; input N×1×S×S float32 (the bundle's preprocessing), output N×(7+512):
     logits then features."""
@@ -89,10 +90,17 @@ class FerClassifier:
 
     def __init__(self) -> None:
         logging.getLogger("ferops").setLevel(logging.INFO)  # BentoML's root logger is at WARNING
-        self.predictor = Predictor(Path(self.model.path), os.environ.get("FEROPS_PROVIDERS", "auto"),
-                                   precision=os.environ.get("FEROPS_PRECISION") or None)  # fmt: skip
-        log.info("classifier %s (%s) on %s", self.model.tag, self.predictor.precision,
-                 self.predictor.providers)  # fmt: skip
+        self.predictor = Predictor(
+            Path(self.model.path),
+            os.environ.get("FEROPS_PROVIDERS", "auto"),
+            precision=os.environ.get("FEROPS_PRECISION") or None,
+        )
+        log.info(
+            "classifier %s (%s) on %s",
+            self.model.tag,
+            self.predictor.precision,
+            self.predictor.providers,
+        )
 
     @bentoml.api
     def providers(self) -> list[str]:
@@ -101,7 +109,8 @@ class FerClassifier:
 
     @bentoml.api
     def precision(self) -> str:
-        """The network served: ``fp32`` or ``int8`` (the bundle's choice or ``FEROPS_PRECISION``)."""
+        """The network served: ``fp32`` or ``int8`` (the bundle's choice or
+        ``FEROPS_PRECISION``)."""
         return self.predictor.precision
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
@@ -136,8 +145,12 @@ class FerService:
         self.tag = str(self.model.tag)
         # Decoding and detection run in two bounded lanes (one thread each, so each detector is
         # used by one thread): full frames, and crop=true crops, which never wait behind frames.
-        self.lanes = {crop: WorkLane("crops" if crop else "frames", self.limits.max_queue,
-                                     self.limits.max_wait_s) for crop in (False, True)}  # fmt: skip
+        self.lanes = {
+            crop: WorkLane(
+                "crops" if crop else "frames", self.limits.max_queue, self.limits.max_wait_s
+            )
+            for crop in (False, True)
+        }
         self._in_flight = 0  # classifier calls of this worker now waiting (one event loop)
         self.metrics = ServiceMetrics(self.tag)
         DOOR.open(self.lanes, self.metrics)
@@ -168,20 +181,28 @@ class FerService:
         # Alone in flight, a request skips the batcher: BentoML's dispatcher waits for company
         # (a wait it learns under load and keeps long after: +60 ms a request at 1 client).
         batched = self.batching and self._in_flight > 0
-        call = self.classifier.to_async.classify if batched else self.classifier.to_async.classify_unbatched
+        call = (
+            self.classifier.to_async.classify
+            if batched
+            else self.classifier.to_async.classify_unbatched
+        )
         self._in_flight += 1
         try:
             for attempt in range(1, attempts + 1):
                 try:
                     return np.asarray(await call(batch))
                 except aiohttp.ClientConnectionError as exc:
-                    log.warning("classifier connection dropped (%s), attempt %d/%d", exc, attempt, attempts)
+                    log.warning(
+                        "classifier connection dropped (%s), attempt %d/%d", exc, attempt, attempts
+                    )
                     last = str(exc)
                 except BentoMLException as exc:
                     raise RequestError(503, "classifier_unavailable", str(exc)) from exc
         finally:
             self._in_flight -= 1
-        raise RequestError(503, "classifier_unavailable", f"connection failed {attempts} times: {last}")
+        raise RequestError(
+            503, "classifier_unavailable", f"connection failed {attempts} times: {last}"
+        )
 
     def _refuse(self, route: str, exc: RequestError):
         self.metrics.error(route, exc)
@@ -204,7 +225,9 @@ class FerService:
                 return self._refuse(route, exc)
             n, masked = len(self.predictor.labels), result[len(crops) :]
             result = result[: len(crops)]
-            out = await asyncio.to_thread(self.predictor.describe, faces, result[:, :n], result[:, n:], explain)
+            out = await asyncio.to_thread(
+                self.predictor.describe, faces, result[:, :n], result[:, n:], explain
+            )
             if explain:
                 attach(out, maps_from_logits(result[:, :n], masked[:, :n]), faces)
         self.metrics.answer(route, out, reason)

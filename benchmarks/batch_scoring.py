@@ -45,8 +45,9 @@ def run_measured(cmd: list[str], env: dict[str, str], interval: float = 0.2) -> 
     start = time.perf_counter()
     # output to a file, not a pipe: a pipe nobody reads until the end fills up and blocks Spark
     log_file = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (read back after the loop)
-    proc = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     peak_total, peak_java, peak_worker, peak_main = 0, 0, 0, 0
     root = psutil.Process(proc.pid)
     while proc.poll() is None:
@@ -69,9 +70,14 @@ def run_measured(cmd: list[str], env: dict[str, str], interval: float = 0.2) -> 
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{output[-4000:]}")
     mb = 1024 * 1024
-    return {"wall_s": round(seconds, 2), "peak_rss_total_mb": round(peak_total / mb),
-            "peak_rss_command_mb": round(peak_main / mb), "peak_rss_java_mb": round(peak_java / mb),
-            "peak_rss_python_worker_mb": round(peak_worker / mb), "output": output}  # fmt: skip
+    return {
+        "wall_s": round(seconds, 2),
+        "peak_rss_total_mb": round(peak_total / mb),
+        "peak_rss_command_mb": round(peak_main / mb),
+        "peak_rss_java_mb": round(peak_java / mb),
+        "peak_rss_python_worker_mb": round(peak_worker / mb),
+        "output": output,
+    }
 
 
 def summary_of(output: str) -> dict:
@@ -82,8 +88,14 @@ def summary_of(output: str) -> dict:
     raise ValueError("no summary line in the command's output")
 
 
-def compare(frames: list[Path], folder: Path, env: dict[str, str], bundle: Path, master: str,
-            driver_memory: str) -> dict:  # fmt: skip
+def compare(
+    frames: list[Path],
+    folder: Path,
+    env: dict[str, str],
+    bundle: Path,
+    master: str,
+    driver_memory: str,
+) -> dict:
     """Both commands on ``frames`` (copied into ``folder``), one after the other; their rates,
     memory, and whether every face's row is equal."""
     images = folder / "frames"
@@ -91,10 +103,27 @@ def compare(frames: list[Path], folder: Path, env: dict[str, str], bundle: Path,
     for frame in frames:
         shutil.copy(frame, images / f"{frame.parent.name}_{frame.name}")
     ferops = [sys.executable, "-m", "ferops.analyse"]
-    single_cmd = [*ferops, "analyse", str(images), "--bundle", str(bundle),
-                  "--out", str(folder / "single.jsonl"), "--quiet"]  # fmt: skip
-    spark_cmd = [*ferops, "score", str(images), "--out", str(folder / "spark.parquet"),
-                 "--master", master, "--driver-memory", driver_memory]  # fmt: skip
+    single_cmd = [
+        *ferops,
+        "analyse",
+        str(images),
+        "--bundle",
+        str(bundle),
+        "--out",
+        str(folder / "single.jsonl"),
+        "--quiet",
+    ]
+    spark_cmd = [
+        *ferops,
+        "score",
+        str(images),
+        "--out",
+        str(folder / "spark.parquet"),
+        "--master",
+        master,
+        "--driver-memory",
+        driver_memory,
+    ]
     load_before = os.getloadavg()[0]
     log.info("%d frames, single process: %s", len(frames), " ".join(single_cmd))
     single = run_measured(single_cmd, env)
@@ -107,20 +136,28 @@ def compare(frames: list[Path], folder: Path, env: dict[str, str], bundle: Path,
     n = len(frames)
     return {
         "frames": n,
-        "load_average_1min": {"before": round(load_before, 2),
-                              "after": round(os.getloadavg()[0], 2)},
-        "single_process": {"command": " ".join(single_cmd[1:]).replace(str(folder), "$TMP"),
-                           "images_per_s_timed": single_rate,
-                           "images_per_s_wall": round(n / single["wall_s"], 2), **single},
-        "spark": {"command": " ".join(spark_cmd[1:]).replace(str(folder), "$TMP"),
-                  "images_per_s_timed": spark_summary["images_per_s"],
-                  "images_per_s_wall": round(n / spark["wall_s"], 2),
-                  "faces": spark_summary["faces"], **spark},
+        "load_average_1min": {
+            "before": round(load_before, 2),
+            "after": round(os.getloadavg()[0], 2),
+        },
+        "single_process": {
+            "command": " ".join(single_cmd[1:]).replace(str(folder), "$TMP"),
+            "images_per_s_timed": single_rate,
+            "images_per_s_wall": round(n / single["wall_s"], 2),
+            **single,
+        },
+        "spark": {
+            "command": " ".join(spark_cmd[1:]).replace(str(folder), "$TMP"),
+            "images_per_s_timed": spark_summary["images_per_s"],
+            "images_per_s_wall": round(n / spark["wall_s"], 2),
+            "faces": spark_summary["faces"],
+            **spark,
+        },
         "ratio_spark_over_single_timed": round(spark_summary["images_per_s"] / single_rate, 3),
         "ratio_spark_over_single_wall": round(single["wall_s"] / spark["wall_s"], 3),
         "faces_compared": len(single_faces),
         "rows_equal": single_faces == spark_faces,
-    }  # fmt: skip
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,8 +166,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", type=Path, default=ROOT / "models/model.pt")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="1g")
-    parser.add_argument("--sizes", type=int, nargs="+", default=[FRAMES, 0],
-                        help="frames per comparison (every 11th frame, the first N; 0: all)")  # fmt: skip
+    parser.add_argument(
+        "--sizes",
+        type=int,
+        nargs="+",
+        default=[FRAMES, 0],
+        help="frames per comparison (every 11th frame, the first N; 0: all)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/batch_scoring.json")
     args = parser.parse_args(argv)
     setup_logging()
@@ -147,45 +189,63 @@ def main(argv: list[str] | None = None) -> int:
         with mlflow.start_run() as run:
             run_id = run.info.run_id
         register_bundle(args.bundle, args.weights, run_id, {"split_definition": "bench"}, 0.0)
-        env = dict(os.environ, MLFLOW_TRACKING_URI=registry,
-                   PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))  # fmt: skip
+        env = dict(
+            os.environ,
+            MLFLOW_TRACKING_URI=registry,
+            PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+        )
         every = [f.path for f in scan_frames(ROOT / "data/raw/sfew")]
         runs = []
         for size in args.sizes:
             frames = every[EVERY - 1 :: EVERY][:size] if size else every
-            runs.append(compare(frames, tmp / f"n{len(frames)}", env, args.bundle, args.master,
-                                args.driver_memory))  # fmt: skip
+            runs.append(
+                compare(
+                    frames,
+                    tmp / f"n{len(frames)}",
+                    env,
+                    args.bundle,
+                    args.master,
+                    args.driver_memory,
+                )
+            )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     result = {
         "what": "ferops score (Spark, mlflow.pyfunc.spark_udf on the registered champion) vs "
-                "ferops analyse (one process) on the same SFEW frames, side by side",
+        "ferops analyse (one process) on the same SFEW frames, side by side",
         "date": datetime.date.today().isoformat(),
         "command": " ".join(["python benchmarks/batch_scoring.py", *(argv or sys.argv[1:])]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "versions": _versions(),
         "bundle": str(args.bundle.resolve().relative_to(ROOT)),
         "master": args.master,
         "driver_memory": args.driver_memory,
         "frames_selection": f"size N: every {EVERY}th frame of data/raw/sfew in scan order, the "
-                            "first N; size 0: every frame",
+        "first N; size 0: every frame",
         "runs": runs,
         "rows_equal": all(r["rows_equal"] for r in runs),
         "notes": "timed = each command's own clock over reading + scoring + writing (Spark: "
-                 "from reading the files to the written Parquet, the workers' model load "
-                 "included; analyse: its closing summary, model loaded before); wall = the "
-                 "whole command, interpreter, JVM and model load included. Memory: peak RSS "
-                 "sampled every 0.2 s; local mode runs the executor inside the driver JVM "
-                 "(peak_rss_java_mb) and one Python worker per core, each loading the model "
-                 "(peak_rss_python_worker_mb: the largest). Other jobs shared the 2 cores "
-                 "(load_average_1min).",
-    }  # fmt: skip
+        "from reading the files to the written Parquet, the workers' model load "
+        "included; analyse: its closing summary, model loaded before); wall = the "
+        "whole command, interpreter, JVM and model load included. Memory: peak RSS "
+        "sampled every 0.2 s; local mode runs the executor inside the driver JVM "
+        "(peak_rss_java_mb) and one Python worker per core, each loading the model "
+        "(peak_rss_python_worker_mb: the largest). Other jobs shared the 2 cores "
+        "(load_average_1min).",
+    }
     write_json(args.out, result)
     for r in runs:
-        log.info("%d frames: spark/single %.3f (timed), %.3f (wall), rows equal: %s", r["frames"],
-                 r["ratio_spark_over_single_timed"], r["ratio_spark_over_single_wall"],
-                 r["rows_equal"])  # fmt: skip
+        log.info(
+            "%d frames: spark/single %.3f (timed), %.3f (wall), rows equal: %s",
+            r["frames"],
+            r["ratio_spark_over_single_timed"],
+            r["ratio_spark_over_single_wall"],
+            r["rows_equal"],
+        )
     return 0 if result["rows_equal"] else 1
 
 
@@ -200,14 +260,20 @@ def _faces(jsonl: Path, parquet: Path) -> tuple[dict, dict]:
     for line in jsonl.read_text().splitlines():
         row = json.loads(line)
         single[(Path(row["file"]).name, row["face"])] = (
-            row["expression"], [float(v) for v in row["box"]], row["score"],
-            [row[c] for c in CLASSES])  # fmt: skip
+            row["expression"],
+            [float(v) for v in row["box"]],
+            row["score"],
+            [row[c] for c in CLASSES],
+        )
     spark = {}
     for r in pq.read_table(parquet).to_pylist():
         for i, face in enumerate(r["faces"]):
             spark[(Path(r["path"]).name, i)] = (
-                face["expression"], face["box"], face["score"],
-                [face["probabilities"][c] for c in CLASSES])  # fmt: skip
+                face["expression"],
+                face["box"],
+                face["score"],
+                [face["probabilities"][c] for c in CLASSES],
+            )
     return single, spark
 
 

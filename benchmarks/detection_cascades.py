@@ -98,8 +98,10 @@ def main(argv: list[str] | None = None) -> int:
     shipped = list(base.cascade)
     if shipped != [STEPS[n] for n in CASCADES["yunet → yunet 2× (shipped)"]]:
         log.warning("params.yaml's cascade %s is not the one labelled shipped here", shipped)
-    detectors = {name: FaceDetector(replace(base, cascade=(step,)), args.yunet)
-                 for name, step in STEPS.items()}  # fmt: skip
+    detectors = {
+        name: FaceDetector(replace(base, cascade=(step,)), args.yunet)
+        for name, step in STEPS.items()
+    }
 
     frames = sorted(args.frames.rglob("*.webp")) + sorted(args.frames.rglob("*.jpg"))
     frames = frames[: args.limit] if args.limit else frames
@@ -129,24 +131,31 @@ def main(argv: list[str] | None = None) -> int:
         "what": "SFEW frames through each detection cascade (first step with a face wins)",
         "command": "python benchmarks/detection_cascades.py " + " ".join(argv or sys.argv[1:]),
         "date": date.today().isoformat(),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]},
-        "frames": decoded, "reference_for_principal_agreement": REFERENCE,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "frames": decoded,
+        "reference_for_principal_agreement": REFERENCE,
         "cascades": {},
-    }  # fmt: skip
+    }
     for cascade, row in rows.items():
         both = [(a, b) for a, b in zip(row["principal"], reference, strict=True) if a and b]
         same = sum(iou(a, b) >= 0.5 for a, b in both)
         ms = np.array(row["ms"])
         result["cascades"][cascade] = {
             "steps": [STEPS[n].__dict__ for n in CASCADES[cascade]],
-            "found": row["found"], "detection_rate": round(row["found"] / max(decoded, 1), 4),
-            "ms_per_frame": {q: round(float(np.percentile(ms, p)), 1)
-                             for q, p in (("p50", 50), ("p90", 90), ("p99", 99))}
-                            | {"max": round(float(ms.max()), 1)},
+            "found": row["found"],
+            "detection_rate": round(row["found"] / max(decoded, 1), 4),
+            "ms_per_frame": {
+                q: round(float(np.percentile(ms, p)), 1)
+                for q, p in (("p50", 50), ("p90", 90), ("p99", 99))
+            }
+            | {"max": round(float(ms.max()), 1)},
             "principal_agreement_with_reference": round(same / max(len(both), 1), 4),
             "frames_both_found": len(both),
-        }  # fmt: skip
+        }
         log.info(
             "%s: %s",
             cascade,

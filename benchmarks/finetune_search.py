@@ -76,8 +76,10 @@ def interpolate(
     start: dict[str, torch.Tensor], tuned: dict[str, torch.Tensor], alpha: float
 ) -> FerResNet:
     """A network with ``alpha · tuned + (1 − alpha) · start`` (float tensors; counters: tuned)."""
-    state = {k: alpha * v + (1 - alpha) * start[k] if v.is_floating_point() else v
-             for k, v in tuned.items()}  # fmt: skip
+    state = {
+        k: alpha * v + (1 - alpha) * start[k] if v.is_floating_point() else v
+        for k, v in tuned.items()
+    }
     model = FerResNet()
     model.load_state_dict(state)
     return model.eval()
@@ -124,9 +126,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    data = load_fold_inputs("params.yaml", Path("data/split/split.csv"),
-                            Path("data/prepared/faces"), Path("models/pretrain.pt"),
-                            Path("data/fer2013/fer2013.npz"), [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")])  # fmt: skip
+    data = load_fold_inputs(
+        "params.yaml",
+        Path("data/split/split.csv"),
+        Path("data/prepared/faces"),
+        Path("models/pretrain.pt"),
+        Path("data/fer2013/fer2013.npz"),
+        [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")],
+    )
     rules = RuleConfig.from_section(load_section("params.yaml", "explain"))
     with np.load("data/fer2013/fer2013.npz") as blob:
         fer_public = FaceSet(blob["x_publictest"], blob["y_publictest"], data.config.resize)
@@ -150,13 +157,26 @@ def main(argv: list[str] | None = None) -> int:
         read_by_classifier: dict[str, list[int]] = {}
         for fold in fold_ids:
             held = data.folds == fold
-            _, model = run_fold(data.images, data.labels, ~held, held, config, data.augment,
-                                data.start_state, seed=config.seed + fold, desc=f"{name} {fold}",
-                                soft=data.soft, extra=extra)  # fmt: skip
+            _, model = run_fold(
+                data.images,
+                data.labels,
+                ~held,
+                held,
+                config,
+                data.augment,
+                data.start_state,
+                seed=config.seed + fold,
+                desc=f"{name} {fold}",
+                soft=data.soft,
+                extra=extra,
+            )
             tuned = {k: v.detach().clone() for k, v in model.state_dict().items()}
             prior = batch_prior(labels[~held], fer_train_y if extra else None, config.extra_share)
-            train_faces = [v for i in np.flatnonzero(~held)
-                           for v in augment_image(data.images[i], data.augment).values()]  # fmt: skip
+            train_faces = [
+                v
+                for i in np.flatnonzero(~held)
+                for v in augment_image(data.images[i], data.augment).values()
+            ]
             fit_faces, _ = oracle_faces(train_faces, fer_train_x, oracle)
             held_faces = [data.images[i] for i in np.flatnonzero(held)]
             for alpha in args.alphas:
@@ -180,33 +200,61 @@ def main(argv: list[str] | None = None) -> int:
                     if tau == 0:  # trees are the slow part: fidelity of the plain argmax only
                         fit_pred = fit_logits.argmax(1)
                         columns = classifier_inputs(net)  # as the explain stage fits them
-                        fids = [fidelity(fit_tree(fit_f, fit_pred == c, rules, columns=columns),
-                                         held_f, pred == c)
-                                for c in range(len(CLASSES))]  # fmt: skip
+                        fids = [
+                            fidelity(
+                                fit_tree(fit_f, fit_pred == c, rules, columns=columns),
+                                held_f,
+                                pred == c,
+                            )
+                            for c in range(len(CLASSES))
+                        ]
                         read_by_classifier.setdefault(key, []).append(len(columns))
                         fid_scores.setdefault(key, []).append(float(np.mean(fids)))
-            log.info("%s fold %d: %s", name, fold,
-                     {k: round(v[-1], 3) for k, v in scores.items() if k.endswith("tau=0.0")})  # fmt: skip
+            log.info(
+                "%s fold %d: %s",
+                name,
+                fold,
+                {k: round(v[-1], 3) for k, v in scores.items() if k.endswith("tau=0.0")},
+            )
         base = scores["alpha=1.0 tau=0.0"]
-        settings = {key: {"folds": [round(s, 4) for s in v], "mean": round(float(np.mean(v)), 4),
-                          "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else 0.0,
-                          "fer2013_publictest": round(float(np.mean(fer_scores[key])), 4),
-                          **({"fidelity_held_out": round(float(np.mean(fid_scores[key])), 4),
-                              "classifier_features": read_by_classifier[key]}
-                             if key in fid_scores else {}),
-                          **({"vs_alpha1_tau0": paired_difference(v, base)} if len(v) > 1 else {})}
-                    for key, v in scores.items()}  # fmt: skip
+        settings = {
+            key: {
+                "folds": [round(s, 4) for s in v],
+                "mean": round(float(np.mean(v)), 4),
+                "std": round(float(np.std(v, ddof=1)), 4) if len(v) > 1 else 0.0,
+                "fer2013_publictest": round(float(np.mean(fer_scores[key])), 4),
+                **(
+                    {
+                        "fidelity_held_out": round(float(np.mean(fid_scores[key])), 4),
+                        "classifier_features": read_by_classifier[key],
+                    }
+                    if key in fid_scores
+                    else {}
+                ),
+                **({"vs_alpha1_tau0": paired_difference(v, base)} if len(v) > 1 else {}),
+            }
+            for key, v in scores.items()
+        }
         report["recipes"][name] = {
-            "train_changes": RECIPES[name], "train": section, "settings": settings,
+            "train_changes": RECIPES[name],
+            "train": section,
+            "settings": settings,
             "loo_selection": loo_selection(scores) if len(fold_ids) > 1 else None,
-            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
         best = max(settings, key=lambda k: settings[k]["mean"])
-        log.info("%s: shipped %.4f, best %s %.4f (FER %.4f, fidelity %.4f), LOO selection %s",
-                 name, settings["alpha=1.0 tau=0.0"]["mean"], best, settings[best]["mean"],
-                 settings[best]["fer2013_publictest"], settings[best].get("fidelity_held_out", -1),
-                 report["recipes"][name]["loo_selection"])  # fmt: skip
+        log.info(
+            "%s: shipped %.4f, best %s %.4f (FER %.4f, fidelity %.4f), LOO selection %s",
+            name,
+            settings["alpha=1.0 tau=0.0"]["mean"],
+            best,
+            settings[best]["mean"],
+            settings[best]["fer2013_publictest"],
+            settings[best].get("fidelity_held_out", -1),
+            report["recipes"][name]["loo_selection"],
+        )
     return 0
 
 

@@ -60,8 +60,14 @@ def sgemm_gflop_s(seconds: float, n: int = 2048) -> float:
     return calls * 2 * n**3 / 1e9
 
 
-def compare(model: FerResNet, onnx_path: Path, size: int, batches: tuple[int, ...],
-            seconds: float, rounds: int) -> dict:  # fmt: skip
+def compare(
+    model: FerResNet,
+    onnx_path: Path,
+    size: int,
+    batches: tuple[int, ...],
+    seconds: float,
+    rounds: int,
+) -> dict:
     session = make_session(onnx_path, "auto")
     out = {}
     for batch in batches:
@@ -81,16 +87,28 @@ def compare(model: FerResNet, onnx_path: Path, size: int, batches: tuple[int, ..
             ort_ips.append(throughput(run_ort, batch, seconds))
         t, o = float(np.median(torch_ips)), float(np.median(ort_ips))
         gflop = gflop_per_image(model, size)
-        out[f"batch_{batch}"] = {"torch_img_s": round(t, 1), "ort_img_s": round(o, 1),
-                                 "ort_over_torch": round(o / t, 2),
-                                 "torch_gflop_s": round(t * gflop, 1), "ort_gflop_s": round(o * gflop, 1)}  # fmt: skip
-        log.info("%d px batch %d: torch %.1f img/s, ORT %.1f img/s, ratio %.2f", size, batch, t, o, o / t)
+        out[f"batch_{batch}"] = {
+            "torch_img_s": round(t, 1),
+            "ort_img_s": round(o, 1),
+            "ort_over_torch": round(o / t, 2),
+            "torch_gflop_s": round(t * gflop, 1),
+            "ort_gflop_s": round(o * gflop, 1),
+        }
+        log.info(
+            "%d px batch %d: torch %.1f img/s, ORT %.1f img/s, ratio %.2f",
+            size,
+            batch,
+            t,
+            o,
+            o / t,
+        )
     out["providers"] = session.get_providers()
     return out
 
 
-def compare_precisions(bundle: Path, split: Path, crops: Path, batches: tuple[int, ...],
-                       seconds: float, rounds: int) -> dict:  # fmt: skip
+def compare_precisions(
+    bundle: Path, split: Path, crops: Path, batches: tuple[int, ...], seconds: float, rounds: int
+) -> dict:
     """The bundle's int8 network against its fp32 one on the CPU provider (the int8 kernels are
     CPU ones): throughput interleaved round by round, and the test-split accuracy of both."""
     sessions = {p: make_session(bundle / MODEL_FILES[p], "cpu") for p in ("fp32", "int8")}
@@ -107,22 +125,28 @@ def compare_precisions(bundle: Path, split: Path, crops: Path, batches: tuple[in
 
                 ips[precision].append(throughput(run, batch, seconds))
         f, i = float(np.median(ips["fp32"])), float(np.median(ips["int8"]))
-        out[f"batch_{batch}"] = {"fp32_img_s": round(f, 1), "int8_img_s": round(i, 1),
-                                 "int8_over_fp32": round(i / f, 2),
-                                 "fp32_ms_per_batch": round(1000 * batch / f, 2),
-                                 "int8_ms_per_batch": round(1000 * batch / i, 2)}  # fmt: skip
+        out[f"batch_{batch}"] = {
+            "fp32_img_s": round(f, 1),
+            "int8_img_s": round(i, 1),
+            "int8_over_fp32": round(i / f, 2),
+            "fp32_ms_per_batch": round(1000 * batch / f, 2),
+            "int8_ms_per_batch": round(1000 * batch / i, 2),
+        }
         log.info("int8 batch %d: fp32 %.1f img/s, int8 %.1f img/s, ratio %.2f", batch, f, i, i / f)
     images, labels, _ = load_faces(split, crops, ["test"])
     truth = np.asarray(labels)
-    predicted = {p: Predictor(bundle, providers="cpu", precision=p).classify(images)[0].argmax(1)
-                 for p in sessions}  # fmt: skip
+    predicted = {
+        p: Predictor(bundle, providers="cpu", precision=p).classify(images)[0].argmax(1)
+        for p in sessions
+    }
     out.update(
         {f"test_accuracy_{p}": round(float((predicted[p] == truth).mean()), 4) for p in predicted},
         test_agreement=round(float((predicted["fp32"] == predicted["int8"]).mean()), 4),
-        test_faces=len(truth), served=Predictor(bundle, load_model=False).precision,
+        test_faces=len(truth),
+        served=Predictor(bundle, load_model=False).precision,
         bytes={p: (bundle / MODEL_FILES[p]).stat().st_size for p in sessions},
         providers=sessions["int8"].get_providers(),
-    )  # fmt: skip
+    )
     return out
 
 
@@ -144,8 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only == "int8":  # its ratio is measured side by side, so it stands on its own
         results = json.loads(args.out.read_text())
-        section = compare_precisions(args.bundle, args.split, args.crops, (1, 32), args.seconds,
-                                     args.rounds)  # fmt: skip
+        section = compare_precisions(
+            args.bundle, args.split, args.crops, (1, 32), args.seconds, args.rounds
+        )
         section["sgemm_gflop_s"] = round(sgemm_gflop_s(args.seconds), 1)  # the machine's load
         section["date"] = time.strftime("%Y-%m-%d")
         results["int8"] = section
@@ -156,17 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     results = {"shipped_input": meta["input_size"]}
     # Roofline: how close each runtime already is to what this CPU can do at all.
     results["sgemm_gflop_s"] = round(sgemm_gflop_s(args.seconds), 1)
-    results["gflop_per_image"] = {str(s): round(gflop_per_image(model, s), 4)
-                                  for s in (meta["input_size"], 224)}  # fmt: skip
-    log.info("sgemm %.1f GFLOP/s; %s GFLOP per image", results["sgemm_gflop_s"], results["gflop_per_image"])
-    results["shipped"] = compare(model, args.bundle / "model.onnx", meta["input_size"], (1, 32),
-                                 args.seconds, args.rounds)  # fmt: skip
+    results["gflop_per_image"] = {
+        str(s): round(gflop_per_image(model, s), 4) for s in (meta["input_size"], 224)
+    }
+    log.info(
+        "sgemm %.1f GFLOP/s; %s GFLOP per image",
+        results["sgemm_gflop_s"],
+        results["gflop_per_image"],
+    )
+    results["shipped"] = compare(
+        model, args.bundle / "model.onnx", meta["input_size"], (1, 32), args.seconds, args.rounds
+    )
     with tempfile.TemporaryDirectory() as tmp:  # the paper's 224 px input, same network
         path = Path(tmp) / "m224.onnx"
         export_onnx(model, 224, path)
         results["paper_224"] = compare(model, path, 224, (1, 32), args.seconds, args.rounds)
-    results["int8"] = compare_precisions(args.bundle, args.split, args.crops, (1, 32), args.seconds,
-                                         args.rounds)  # fmt: skip
+    results["int8"] = compare_precisions(
+        args.bundle, args.split, args.crops, (1, 32), args.seconds, args.rounds
+    )
 
     predictor = Predictor(args.bundle)
     frames = scan_frames(args.frames)[:: max(1, 675 // args.n_frames)][: args.n_frames]
@@ -179,18 +211,31 @@ def main(argv: list[str] | None = None) -> int:
         found += bool(faces)
     lat = np.array(latencies)
     results["end_to_end_frame_ms"] = {
-        "frames": len(frames), "with_face": found, "p50": round(float(np.percentile(lat, 50)), 1),
-        "p90": round(float(np.percentile(lat, 90)), 1), "p99": round(float(np.percentile(lat, 99)), 1),
+        "frames": len(frames),
+        "with_face": found,
+        "p50": round(float(np.percentile(lat, 50)), 1),
+        "p90": round(float(np.percentile(lat, 90)), 1),
+        "p99": round(float(np.percentile(lat, 99)), 1),
         "max": round(float(lat.max()), 1),
         "cascade": [s.detector + f"/up{s.upsample}" for s in predictor.face_config.cascade],
         "precision": predictor.precision,
-    }  # fmt: skip
-    log.info("end to end per frame: p50 %.1f ms, p90 %.1f ms", results["end_to_end_frame_ms"]["p50"],
-             results["end_to_end_frame_ms"]["p90"])  # fmt: skip
-    results["machine"] = {"cpu_count": os.cpu_count(), "platform": platform.platform(),
-                          "processor": platform.processor(), "torch_threads": torch.get_num_threads()}  # fmt: skip
-    results["versions"] = {"torch": torch.__version__, "onnxruntime": ort.__version__,
-                           "python": platform.python_version()}  # fmt: skip
+    }
+    log.info(
+        "end to end per frame: p50 %.1f ms, p90 %.1f ms",
+        results["end_to_end_frame_ms"]["p50"],
+        results["end_to_end_frame_ms"]["p90"],
+    )
+    results["machine"] = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "processor": platform.processor(),
+        "torch_threads": torch.get_num_threads(),
+    }
+    results["versions"] = {
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "python": platform.python_version(),
+    }
     results["date"] = time.strftime("%Y-%m-%d")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")

@@ -60,8 +60,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained,
-                            Path("data/fer2013/fer2013.npz"), [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")])
+    data = load_fold_inputs(
+        args.params,
+        args.split,
+        args.crops,
+        args.pretrained,
+        Path("data/fer2013/fer2013.npz"),
+        [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")],
+    )
     config, folds = data.config, data.folds
     clips = np.array([r["clip"] for r in data.rows])
 
@@ -72,34 +78,59 @@ def main(argv: list[str] | None = None) -> int:
             held = folds == fold
             chosen = np.zeros(len(data.rows), dtype=bool)
             chosen[~held] = clip_subset(clips[~held], fraction, config.seed + fold)
-            metrics, _ = run_fold(data.images, data.labels, chosen, held, config, data.augment,
-                                  data.start_state, seed=config.seed + fold,
-                                  desc=f"{fraction} fold {fold}", soft=data.soft,
-                                  extra=data.extra)  # fmt: skip
+            metrics, _ = run_fold(
+                data.images,
+                data.labels,
+                chosen,
+                held,
+                config,
+                data.augment,
+                data.start_state,
+                seed=config.seed + fold,
+                desc=f"{fraction} fold {fold}",
+                soft=data.soft,
+                extra=data.extra,
+            )
             accuracies.append(metrics["accuracy"])
             faces.append(int(chosen.sum()))
-        point = {"fraction": fraction, "train_faces_mean": float(np.mean(faces)),
-                 "fold_accuracy": [round(a, 4) for a in accuracies],
-                 "accuracy_mean": round(float(np.mean(accuracies)), 4),
-                 "accuracy_std": round(float(np.std(accuracies, ddof=1)), 4),
-                 "seconds": round(time.perf_counter() - start, 1)}  # fmt: skip
-        log.info("fraction %.2f: %.1f faces, accuracy %.4f ± %.4f", fraction,
-                 point["train_faces_mean"], point["accuracy_mean"], point["accuracy_std"])  # fmt: skip
+        point = {
+            "fraction": fraction,
+            "train_faces_mean": float(np.mean(faces)),
+            "fold_accuracy": [round(a, 4) for a in accuracies],
+            "accuracy_mean": round(float(np.mean(accuracies)), 4),
+            "accuracy_std": round(float(np.std(accuracies, ddof=1)), 4),
+            "seconds": round(time.perf_counter() - start, 1),
+        }
+        log.info(
+            "fraction %.2f: %.1f faces, accuracy %.4f ± %.4f",
+            fraction,
+            point["train_faces_mean"],
+            point["accuracy_mean"],
+            point["accuracy_std"],
+        )
         points.append(point)
 
     if args.full is not None:
         stage = json.loads(args.full.read_text())
         accuracies = [f["accuracy"] for f in stage["folds"]]
-        points.append({"fraction": 1.0, "from": str(args.full),
-                       "train_faces_mean": float(np.mean([(folds != f["fold"]).sum()
-                                                         for f in stage["folds"]])),
-                       "fold_accuracy": [round(a, 4) for a in accuracies],
-                       "accuracy_mean": stage["accuracy_mean"],
-                       "accuracy_std": stage["accuracy_std"]})  # fmt: skip
+        points.append(
+            {
+                "fraction": 1.0,
+                "from": str(args.full),
+                "train_faces_mean": float(
+                    np.mean([(folds != f["fold"]).sum() for f in stage["folds"]])
+                ),
+                "fold_accuracy": [round(a, 4) for a in accuracies],
+                "accuracy_mean": stage["accuracy_mean"],
+                "accuracy_std": stage["accuracy_std"],
+            }
+        )
     result: dict = {"init": data.init, "config": config.to_dict(), "points": points}
     if len(points) >= 2:
-        a, b = fit_line(np.array([p["train_faces_mean"] for p in points]),
-                        np.array([p["accuracy_mean"] for p in points]))  # fmt: skip
+        a, b = fit_line(
+            np.array([p["train_faces_mean"] for p in points]),
+            np.array([p["accuracy_mean"] for p in points]),
+        )
         result["fit"] = {"intercept": round(a, 4), "gain_per_doubling": round(b, 4)}
         if b > 0:
             result["fit"]["faces_for_target"] = round(2 ** ((args.target - a) / b))

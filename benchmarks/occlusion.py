@@ -39,10 +39,13 @@ BENTO_CHUNK = 32
 
 def summary(ms: list[float]) -> dict[str, float]:
     values = np.asarray(ms)
-    return {"n": len(values), "p50": round(float(np.percentile(values, 50)), 1),
-            "p90": round(float(np.percentile(values, 90)), 1),
-            "mean": round(float(values.mean()), 1),
-            "min": round(float(values.min()), 1)}  # fmt: skip
+    return {
+        "n": len(values),
+        "p50": round(float(np.percentile(values, 50)), 1),
+        "p90": round(float(np.percentile(values, 90)), 1),
+        "mean": round(float(values.mean()), 1),
+        "min": round(float(values.min()), 1),
+    }
 
 
 def timed(call) -> float:
@@ -90,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         for rgb, batch, logits in loaded:
             k = len(batch)
             t_plain = timed(lambda rgb=rgb: predictor.analyse(rgb, explain=True)) / k
-            t_grid = {g: timed(lambda b=batch, z=logits, g=g: occlusion(b, z, g)) / k
-                      for g in args.grids}  # fmt: skip
+            t_grid = {
+                g: timed(lambda b=batch, z=logits, g=g: occlusion(b, z, g)) / k for g in args.grids
+            }
             t_chunk = timed(lambda b=batch, z=logits: occlusion(b, z, GRID, BENTO_CHUNK)) / k
             if rnd:
                 plain += [t_plain] * k
@@ -105,26 +109,41 @@ def main(argv: list[str] | None = None) -> int:
     results = {
         "input_size": predictor.preprocess.input_size,
         "grid_shipped": GRID,
-        "frames": len(frames), "frames_with_face": len(loaded), "faces": faces,
+        "frames": len(frames),
+        "frames_with_face": len(loaded),
+        "faces": faces,
         "rounds": args.rounds,
         "plain_explain_ms_per_face": base,
         "occlusion_added_ms_per_face": {
-            g: {**summary(ms), "masked_images": int(g) ** 2,
-                "over_plain_explain_p50": round(summary(ms)["p50"] / base["p50"], 2)}
+            g: {
+                **summary(ms),
+                "masked_images": int(g) ** 2,
+                "over_plain_explain_p50": round(summary(ms)["p50"] / base["p50"], 2),
+            }
             for g, ms in added.items()
         },
         "occlusion_added_ms_per_face_chunks_of_32": {"grid": GRID, **summary(added_chunked)},
         "goal_ms_per_face": 50,
-        "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+        "load_average_1min": {
+            "before": round(load_before[0], 2),
+            "after": round(load_after[0], 2),
+        },
         "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
         "providers": predictor.providers,
         "versions": {"onnxruntime": ort.__version__, "python": platform.python_version()},
-        "command": "python " + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
+        "command": "python "
+        + " ".join([sys.argv[0], *(argv if argv is not None else sys.argv[1:])]),
         "date": time.strftime("%Y-%m-%d"),
-    }  # fmt: skip
+    }
     for g, row in results["occlusion_added_ms_per_face"].items():
-        log.info("grid %s (%d masked): +%.1f ms p50 per face (%.2f× plain /explain %.1f ms)",
-                 g, row["masked_images"], row["p50"], row["over_plain_explain_p50"], base["p50"])  # fmt: skip
+        log.info(
+            "grid %s (%d masked): +%.1f ms p50 per face (%.2f× plain /explain %.1f ms)",
+            g,
+            row["masked_images"],
+            row["p50"],
+            row["over_plain_explain_p50"],
+            base["p50"],
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -36,12 +36,31 @@ log = logging.getLogger("recipe_search")
 
 TILE = 100  # faces per row of a packed FER2013 image (lossless WebP, ≤ 16383 px a side)
 
-PRETRAIN = {"epochs": 10, "batch_size": 128, "lr": 0.05, "momentum": 0.9, "weight_decay": 5e-4,
-            "schedule": "cosine", "input_size": 48, "resize": 54, "online_flip": True,
-            "seed": 42}  # fmt: skip
-FINETUNE = {"epochs": 10, "batch_size": 32, "lr": 0.002, "momentum": 0.9, "weight_decay": 5e-4,
-            "schedule": "cosine", "input_size": 48, "resize": 54, "online_flip": False,
-            "label_smoothing": 0.1, "seed": 42}  # fmt: skip
+PRETRAIN = {
+    "epochs": 10,
+    "batch_size": 128,
+    "lr": 0.05,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "input_size": 48,
+    "resize": 54,
+    "online_flip": True,
+    "seed": 42,
+}
+FINETUNE = {
+    "epochs": 10,
+    "batch_size": 32,
+    "lr": 0.002,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "schedule": "cosine",
+    "input_size": 48,
+    "resize": 54,
+    "online_flip": False,
+    "label_smoothing": 0.1,
+    "seed": 42,
+}
 
 #: (name, pre-training changes, fine-tuning changes), in the order they run.
 RECIPES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
@@ -93,9 +112,12 @@ def pack(args: argparse.Namespace) -> None:
 
     images, labels, rows = load_faces(args.split, args.crops, ["train", "val"])
     index = {image_id: i for i, image_id in enumerate(sfew)}
-    arrays.update(x_sfew=np.stack(images), y_sfew=np.array(labels),
-                  fold_sfew=np.array([int(r["fold"]) for r in rows]),
-                  soft_sfew=teacher["sfew"][[index[r["image_id"]] for r in rows]])  # fmt: skip
+    arrays.update(
+        x_sfew=np.stack(images),
+        y_sfew=np.array(labels),
+        fold_sfew=np.array([int(r["fold"]) for r in rows]),
+        soft_sfew=teacher["sfew"][[index[r["image_id"]] for r in rows]],
+    )
     np.savez_compressed(out / "arrays.npz", **arrays)
     log.info("packed %s", sorted(p.name for p in out.iterdir()))
 
@@ -119,8 +141,14 @@ def search(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     arrays = np.load(folder / "arrays.npz")
     side = PRETRAIN["resize"]
-    fer = {s: (unpack_fer(folder, s, int(arrays[f"n_{s}"]), side), arrays[f"y_{s}"], arrays[f"soft_{s}"])
-           for s in ("train", "publictest")}  # fmt: skip
+    fer = {
+        s: (
+            unpack_fer(folder, s, int(arrays[f"n_{s}"]), side),
+            arrays[f"y_{s}"],
+            arrays[f"soft_{s}"],
+        )
+        for s in ("train", "publictest")
+    }
     images, labels, folds = list(arrays["x_sfew"]), arrays["y_sfew"], arrays["fold_sfew"]
     soft = arrays["soft_sfew"]
     if args.smoke:  # a minute on a CPU: does the whole search run end to end?
@@ -128,8 +156,12 @@ def search(args: argparse.Namespace) -> None:
     fer_train = FaceSet(*fer["train"][:2], side, fer["train"][2])
     fer_public = FaceSet(*fer["publictest"][:2], side)
     teacher_public = float((fer["publictest"][2].argmax(1) == fer["publictest"][1]).mean())
-    report: dict[str, Any] = {"device": args.device, "teacher_fer2013_publictest": teacher_public,
-                              "pretrain": {}, "recipes": {}}  # fmt: skip
+    report: dict[str, Any] = {
+        "device": args.device,
+        "teacher_fer2013_publictest": teacher_public,
+        "pretrain": {},
+        "recipes": {},
+    }
     pretrained: dict[str, dict] = {}
     started = time.perf_counter()
     for name, pre, fine in RECIPES:
@@ -140,8 +172,9 @@ def search(args: argparse.Namespace) -> None:
             break
         pre_key = json.dumps(pre, sort_keys=True)
         if pre_key not in pretrained:
-            config = TrainConfig.from_dict({**PRETRAIN, **pre, "device": args.device,
-                                            **({"epochs": 1} if args.smoke else {})})  # fmt: skip
+            config = TrainConfig.from_dict(
+                {**PRETRAIN, **pre, "device": args.device, **({"epochs": 1} if args.smoke else {})}
+            )
             t0 = time.perf_counter()
             model, history = fit(
                 FerResNet(), fer_train, fer_public, config, desc=f"pretrain {pre}"
@@ -149,18 +182,32 @@ def search(args: argparse.Namespace) -> None:
             seconds = time.perf_counter() - t0
             pretrained[pre_key] = {k: v.detach().clone() for k, v in model.state_dict().items()}
             report["pretrain"][pre_key] = {
-                "fer2013_publictest": max(h["val_acc"] for h in history), "epochs": config.epochs,
-                "seconds": round(seconds, 1), "epochs_per_s": round(config.epochs / seconds, 3),
-                "history": [round(h["val_acc"], 4) for h in history]}  # fmt: skip
-        config = TrainConfig.from_dict({**FINETUNE, **fine, "device": args.device,
-                                        **({"epochs": 1} if args.smoke else {})})  # fmt: skip
+                "fer2013_publictest": max(h["val_acc"] for h in history),
+                "epochs": config.epochs,
+                "seconds": round(seconds, 1),
+                "epochs_per_s": round(config.epochs / seconds, 3),
+                "history": [round(h["val_acc"], 4) for h in history],
+            }
+        config = TrainConfig.from_dict(
+            {**FINETUNE, **fine, "device": args.device, **({"epochs": 1} if args.smoke else {})}
+        )
         result: dict[str, Any] = {"pretrain": pre, "finetune": fine, "folds": [], "tta": []}
         t0 = time.perf_counter()
         for fold in sorted(set(folds.tolist()))[: 2 if args.smoke else None]:
             held = folds == fold
-            metrics, model = run_fold(images, labels, ~held, held, config, AugmentConfig(),
-                                      pretrained[pre_key], seed=config.seed + fold, desc=f"{name} {fold}",
-                                      soft=soft, extra=fer_train if config.extra_share else None)  # fmt: skip
+            metrics, model = run_fold(
+                images,
+                labels,
+                ~held,
+                held,
+                config,
+                AugmentConfig(),
+                pretrained[pre_key],
+                seed=config.seed + fold,
+                desc=f"{name} {fold}",
+                soft=soft,
+                extra=fer_train if config.extra_share else None,
+            )
             result["folds"].append(metrics["accuracy"])
             held_set = FaceSet([images[i] for i in np.flatnonzero(held)], labels[held], side)
             logits, _ = predict(
@@ -181,8 +228,14 @@ def search(args: argparse.Namespace) -> None:
                 result["folds"], report["recipes"]["baseline"]["folds"]
             )
         report["recipes"][name] = result
-        log.info("%s: CV %.4f ± %.4f (TTA %.4f), FER2013 after %.4f", name, result["folds_mean"],
-                 result["folds_std"], result["tta_mean"], result.get("fer2013_publictest_after", -1))  # fmt: skip
+        log.info(
+            "%s: CV %.4f ± %.4f (TTA %.4f), FER2013 after %.4f",
+            name,
+            result["folds_mean"],
+            result["folds_std"],
+            result["tta_mean"],
+            result.get("fer2013_publictest_after", -1),
+        )
         (out / "recipe_search.json").write_text(
             json.dumps(report, indent=2, sort_keys=True) + "\n"
         )
@@ -193,8 +246,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("pack")
     p.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    p.add_argument("--teacher", type=Path, nargs="+",
-                   default=[Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")])
+    p.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        default=[Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")],
+    )
     p.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
     p.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
     p.add_argument("--out", type=Path, default=Path(".gpu"))

@@ -69,15 +69,19 @@ def face_sets(args: argparse.Namespace) -> dict[str, Set]:
     def mixed() -> list[np.ndarray]:
         # pixel mixup of two random non-test faces, weight U(0.2, 0.8)
         rng = np.random.default_rng(2)
-        pool = [centre_square(resize_short_side(np.asarray(f), meta["resize"]), meta["input_size"])
-                for f in [*augmented, *fer_train]]  # fmt: skip
+        pool = [
+            centre_square(resize_short_side(np.asarray(f), meta["resize"]), meta["input_size"])
+            for f in [*augmented, *fer_train]
+        ]
         a, b = (
             rng.integers(0, len(pool), args.synthetic),
             rng.integers(0, len(pool), args.synthetic),
         )
         lam = rng.uniform(0.2, 0.8, args.synthetic)
-        return [np.clip(l * pool[i].astype(np.float32) + (1 - l) * pool[j], 0, 255).astype(np.uint8)
-                for i, j, l in zip(a, b, lam, strict=True)]  # fmt: skip
+        return [
+            np.clip(w * pool[i].astype(np.float32) + (1 - w) * pool[j], 0, 255).astype(np.uint8)
+            for i, j, w in zip(a, b, lam, strict=True)
+        ]
 
     makers: dict[str, Callable[[], list[np.ndarray]]] = {
         "sfew_aug": lambda: augmented,
@@ -119,10 +123,19 @@ class Rule:
     """One class's depth-limited tree: sklearn structure, leaves voting by weighted majority of
     the network's decision (as :class:`ferops.explanation.Tree` votes)."""
 
-    def __init__(self, features: np.ndarray, logits: np.ndarray, c: int, depth: int = 4,
-                 min_leaf: int = 2, criterion: str = "gini", weight: np.ndarray | None = None,
-                 candidates: np.ndarray | None = None, regression: bool = False,
-                 tao: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        features: np.ndarray,
+        logits: np.ndarray,
+        c: int,
+        depth: int = 4,
+        min_leaf: int = 2,
+        criterion: str = "gini",
+        weight: np.ndarray | None = None,
+        candidates: np.ndarray | None = None,
+        regression: bool = False,
+        tao: bool = False,
+    ) -> None:
         target = logits.argmax(1) == c
         self.candidates = candidates
         x = self._view(features)
@@ -132,8 +145,9 @@ class Rule:
             )
             model.fit(x, np.clip(margin(logits, c), -2, 2), sample_weight=weight)
         else:
-            model = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=min_leaf,
-                                           criterion=criterion, random_state=42)  # fmt: skip
+            model = DecisionTreeClassifier(
+                max_depth=depth, min_samples_leaf=min_leaf, criterion=criterion, random_state=42
+            )
             model.fit(x, target.astype(int), sample_weight=weight)
         t = model.tree_
         self.left, self.right = t.children_left.copy(), t.children_right.copy()
@@ -168,8 +182,9 @@ class Rule:
         while (inner := (self.left[path_nodes] != -1) & ~hit).any():
             idx = np.flatnonzero(inner)
             n = path_nodes[idx]
-            path_nodes[idx] = np.where(x[idx, self.feature[n]] <= self.threshold[n],
-                                       self.left[n], self.right[n])  # fmt: skip
+            path_nodes[idx] = np.where(
+                x[idx, self.feature[n]] <= self.threshold[n], self.left[n], self.right[n]
+            )
             hit |= path_nodes == node
         return np.flatnonzero(hit)
 
@@ -272,8 +287,13 @@ def main(argv: list[str] | None = None) -> int:
     n_fer = len(sets["fer_train"][0])
     # the shipped recipe's FER2013 subset: the same seeded permutation as ferops.rules.oracle_faces
     picked = np.random.default_rng(config.seed).permutation(n_fer)[: config.fer2013_faces]
-    shipped = join(sets, "sfew_aug", "fer_train", "fer_train_flip",
-                   rows={"fer_train": picked, "fer_train_flip": picked})  # fmt: skip
+    shipped = join(
+        sets,
+        "sfew_aug",
+        "fer_train",
+        "fer_train_flip",
+        rows={"fer_train": picked, "fer_train_flip": picked},
+    )
     sfew = join(sets, "sfew_aug", "sfew_train_flip")
     everything = join(sets, "sfew_aug", "sfew_train_flip", "fer_train", "fer_train_flip")
     n_sfew = len(sfew[0])
@@ -298,36 +318,87 @@ def main(argv: list[str] | None = None) -> int:
     recipes: dict[str, tuple[str, Set, dict]] = {
         "shipped": ("augmented SFEW + 10k FER2013 train + flips, gini, min leaf 2", shipped, {}),
         "sfew_only": ("augmented SFEW + SFEW train flips only", sfew, {}),
-        "all_faces": ("augmented SFEW + SFEW train flips + all FER2013 train + flips", everything, {}),
-        "all_faces_sfew_half": ("all faces, SFEW weighted half of the total", everything, {"weight": half * len(half)}),
-        "all_faces_min_leaf_50": ("all faces, min 50 faces per leaf", everything, {"min_leaf": 50}),
-        "all_faces_shift_mixup": ("all faces + 30k shifted crops + 30k pixel mixups",
-                                  join(sets, "sfew_aug", "sfew_train_flip", "fer_train", "fer_train_flip", "shift", "mixup"), {}),
+        "all_faces": (
+            "augmented SFEW + SFEW train flips + all FER2013 train + flips",
+            everything,
+            {},
+        ),
+        "all_faces_sfew_half": (
+            "all faces, SFEW weighted half of the total",
+            everything,
+            {"weight": half * len(half)},
+        ),
+        "all_faces_min_leaf_50": (
+            "all faces, min 50 faces per leaf",
+            everything,
+            {"min_leaf": 50},
+        ),
+        "all_faces_shift_mixup": (
+            "all faces + 30k shifted crops + 30k pixel mixups",
+            join(
+                sets,
+                "sfew_aug",
+                "sfew_train_flip",
+                "fer_train",
+                "fer_train_flip",
+                "shift",
+                "mixup",
+            ),
+            {},
+        ),
         "entropy": ("shipped faces, entropy criterion", shipped, {"criterion": "entropy"}),
-        "margin_regression": ("shipped faces, regression tree on the clipped logit margin", shipped, {"regression": True}),
-        "top64_fc_features": ("shipped faces, splits only on the 64 features with the biggest fc weights", shipped, {"candidates": top64}),
-        "feature_noise": ("SFEW + 20k feature vectors with Gaussian noise (0.5 sd), fc as oracle",
-                          join({"s": sfew, "n": fc_labelled(noisy)}, "s", "n"), {}),
-        "feature_mixup": ("SFEW + 20k feature-vector mixups, fc as oracle",
-                          join({"s": sfew, "m": fc_labelled(mixed_features)}, "s", "m"), {}),
-        "tao": ("shipped faces, CART then tree alternating optimisation of the 0/1 fidelity", shipped, {"tao": True}),
-    }  # fmt: skip
+        "margin_regression": (
+            "shipped faces, regression tree on the clipped logit margin",
+            shipped,
+            {"regression": True},
+        ),
+        "top64_fc_features": (
+            "shipped faces, splits only on the 64 features with the biggest fc weights",
+            shipped,
+            {"candidates": top64},
+        ),
+        "feature_noise": (
+            "SFEW + 20k feature vectors with Gaussian noise (0.5 sd), fc as oracle",
+            join({"s": sfew, "n": fc_labelled(noisy)}, "s", "n"),
+            {},
+        ),
+        "feature_mixup": (
+            "SFEW + 20k feature-vector mixups, fc as oracle",
+            join({"s": sfew, "m": fc_labelled(mixed_features)}, "s", "m"),
+            {},
+        ),
+        "tao": (
+            "shipped faces, CART then tree alternating optimisation of the 0/1 fidelity",
+            shipped,
+            {"tao": True},
+        ),
+    }
     wanted = set(args.only or [*recipes, "sparse_fc"])
     old = json.loads(args.out.read_text()) if args.out.exists() else {}
     results = old.get("methods", {})
-    out = {"date": datetime.date.today().isoformat(), "command": "python " + " ".join(sys.argv),
-           "fidelity": "per class, tree vote == (network argmax == class); mean of 7 classes",
-           "validation": {"sfew_val_and_flips": len(val[0]), "fer2013_public_test": len(pub[0])},
-           "depth": 4, "methods": results}  # fmt: skip
+    out = {
+        "date": datetime.date.today().isoformat(),
+        "command": "python " + " ".join(sys.argv),
+        "fidelity": "per class, tree vote == (network argmax == class); mean of 7 classes",
+        "validation": {"sfew_val_and_flips": len(val[0]), "fer2013_public_test": len(pub[0])},
+        "depth": 4,
+        "methods": results,
+    }
 
     def record(name: str, what: str, rules: list[Rule], fit: Set, relabel=None, **extra) -> None:
         """Score ``rules`` on validation (and on test once when asked); ``relabel`` gives the
         answers of a changed network for a face set's features."""
         relabel = relabel or (lambda s: s)
         v, p = fidelity(rules, relabel(val)), fidelity(rules, relabel(pub))
-        entry = {"what": what, "fitted_on": len(fit[0]), "val_mean": round(float(v.mean()), 4),
-                 "val": [round(float(s), 4) for s in v], "fer_public_mean": round(float(p.mean()), 4),
-                 "fit_mean": round(float(fidelity(rules, fit).mean()), 4), **extra}  # fmt: skip
+        entry = {
+            "what": what,
+            "fitted_on": len(fit[0]),
+            "val_mean": round(float(v.mean()), 4),
+            "val": [round(float(s), 4) for s in v],
+            "fer_public_mean": round(float(p.mean()), 4),
+            "fit_mean": round(float(fidelity(rules, fit).mean()), 4),
+            **extra,
+        }
         if name in args.read_test:
             t = fidelity(rules, relabel(sets["sfew_test"]))
             entry |= {
@@ -345,11 +416,17 @@ def main(argv: list[str] | None = None) -> int:
             record(name, what, rules, fit, seconds=round(time.time() - started))
 
     if "sparse_fc" in wanted:  # changes the network: every figure is the refitted network's
-        labels = {"sfew_val": np.array([int(r["label_index"]) for r in read_csv(args.split) if r["split"] == "val"]),
-                  "fer_pub": np.load(args.fer2013)["y_publictest"]}  # fmt: skip
+        labels = {
+            "sfew_val": np.array(
+                [int(r["label_index"]) for r in read_csv(args.split) if r["split"] == "val"]
+            ),
+            "fer_pub": np.load(args.fer2013)["y_publictest"],
+        }
         fit_set = join(sets, "sfew_aug", "fer_train", "fer_train_flip")
-        weight = np.r_[np.full(len(sets["sfew_aug"][0]), 0.5 / len(sets["sfew_aug"][0])),
-                       np.full(2 * n_fer, 0.25 / n_fer)]  # fmt: skip
+        weight = np.r_[
+            np.full(len(sets["sfew_aug"][0]), 0.5 / len(sets["sfew_aug"][0])),
+            np.full(2 * n_fer, 0.25 / n_fer),
+        ]
         for lam_ in (0.01, 0.03, 0.06, 0.1):
             w_, b_ = sparse_fc(fit_set, weight, lam_)
             used = np.flatnonzero(np.abs(w_).sum(0) > 0)
@@ -357,17 +434,29 @@ def main(argv: list[str] | None = None) -> int:
             def relabel(s: Set, w_: np.ndarray = w_, b_: np.ndarray = b_) -> Set:
                 return s[0], s[0] @ w_.T + b_
 
-            accuracy = {"sfew_val": float((relabel(sets["sfew_val"])[1].argmax(1) == labels["sfew_val"]).mean()),
-                        "fer_public": float((relabel(pub)[1].argmax(1) == labels["fer_pub"]).mean())}  # fmt: skip
-            agree = {k: float((relabel(d)[1].argmax(1) == d[1].argmax(1)).mean())
-                     for k, d in (("sfew_val", val), ("fer_public", pub))}  # fmt: skip
+            accuracy = {
+                "sfew_val": float(
+                    (relabel(sets["sfew_val"])[1].argmax(1) == labels["sfew_val"]).mean()
+                ),
+                "fer_public": float((relabel(pub)[1].argmax(1) == labels["fer_pub"]).mean()),
+            }
+            agree = {
+                k: float((relabel(d)[1].argmax(1) == d[1].argmax(1)).mean())
+                for k, d in (("sfew_val", val), ("fer_public", pub))
+            }
             fit = relabel(shipped)
             rules = [Rule(fit[0], fit[1], c, candidates=used) for c in range(CLASSES)]
-            record(f"sparse_fc_{lam_}", f"L1 refit of the fc layer (distilled, lambda {lam_}); trees on its answers",
-                   rules, fit, relabel=relabel,
-                   features_used=len(used), nonzero_per_class=(np.abs(w_) > 0).sum(1).tolist(),
-                   accuracy={k: round(v, 4) for k, v in accuracy.items()},
-                   agreement_with_shipped={k: round(v, 4) for k, v in agree.items()})  # fmt: skip
+            record(
+                f"sparse_fc_{lam_}",
+                f"L1 refit of the fc layer (distilled, lambda {lam_}); trees on its answers",
+                rules,
+                fit,
+                relabel=relabel,
+                features_used=len(used),
+                nonzero_per_class=(np.abs(w_) > 0).sum(1).tolist(),
+                accuracy={k: round(v, 4) for k, v in accuracy.items()},
+                agreement_with_shipped={k: round(v, 4) for k, v in agree.items()},
+            )
         args.out.write_text(json.dumps(out, indent=2) + "\n")
     return 0
 

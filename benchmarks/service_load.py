@@ -53,14 +53,29 @@ class Server:
     def __init__(self, home: Path, batching: bool, log_path: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = dict(os.environ, BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true",
-                   FEROPS_BATCHING="1" if batching else "0")  # fmt: skip
+        env = dict(
+            os.environ,
+            BENTOML_HOME=str(home),
+            BENTOML_DO_NOT_TRACK="true",
+            FEROPS_BATCHING="1" if batching else "0",
+        )
         self.log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "bentoml"), "serve", "service:FerService",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "bentoml"),
+                "serve",
+                "service:FerService",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait(self, timeout: float = 180) -> None:
         wait_http(f"{self.url}/readyz", timeout, self.proc)
@@ -75,8 +90,13 @@ class Server:
                 rss = proc.memory_info().rss / 2**20
             except psutil.Error:
                 continue
-            role = ("classifier" if "ferops-classifier" in cmd or "service_name=ferops-classifier" in cmd
-                    else "api" if "_bentoml_impl.worker" in cmd or "worker" in cmd else "supervisor")  # fmt: skip
+            role = (
+                "classifier"
+                if "ferops-classifier" in cmd or "service_name=ferops-classifier" in cmd
+                else "api"
+                if "_bentoml_impl.worker" in cmd or "worker" in cmd
+                else "supervisor"
+            )
             out[role] = round(out.get(role, 0.0) + rss, 1)
         out["total"] = round(sum(v for k, v in out.items() if k != "total"), 1)
         return out
@@ -93,8 +113,14 @@ def multipart(data: bytes, form: dict[str, str]) -> tuple[bytes, str]:
     return encode_multipart_formdata({"image": ("x", data), **form})
 
 
-def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
-         seconds: float, honour_retry_after: bool = False) -> dict:  # fmt: skip
+def load(
+    url: str,
+    payloads: list[bytes],
+    form: dict[str, str],
+    clients: int,
+    seconds: float,
+    honour_retry_after: bool = False,
+) -> dict:
     """``clients`` threads posting to ``/predict`` back to back for ``seconds``; with
     ``honour_retry_after`` a client told 503 waits ``Retry-After`` seconds (at most 2)."""
     bodies = [multipart(data, form) for data in payloads]
@@ -112,8 +138,12 @@ def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
                 i += clients
                 start = time.perf_counter()
                 try:
-                    answer = session.post(f"{url}/predict", data=body, timeout=120,
-                                          headers={"Content-Type": content_type})  # fmt: skip
+                    answer = session.post(
+                        f"{url}/predict",
+                        data=body,
+                        timeout=120,
+                        headers={"Content-Type": content_type},
+                    )
                     ok = answer.status_code == 200
                     key = str(answer.status_code)
                     wait = int(answer.headers.get("Retry-After", -1)) if key == "503" else None
@@ -139,8 +169,11 @@ def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
     wall = time.perf_counter() - start
     ms = np.array(latencies) * 1000
     return {
-        "clients": clients, "seconds": round(wall, 2), "requests": len(latencies),
-        "errors": sum(errors.values()), "error_kinds": errors,
+        "clients": clients,
+        "seconds": round(wall, 2),
+        "requests": len(latencies),
+        "errors": sum(errors.values()),
+        "error_kinds": errors,
         "req_s": round(len(latencies) / wall, 2),
         "p50_ms": round(float(np.percentile(ms, 50)), 1) if len(ms) else None,
         "p99_ms": round(float(np.percentile(ms, 99)), 1) if len(ms) else None,
@@ -149,18 +182,22 @@ def load(url: str, payloads: list[bytes], form: dict[str, str], clients: int,
         ),
         "with_retry_after_503": sum(w >= 1 for w in retry_after),
         "retry_after_s_max": max(retry_after, default=None),
-    }  # fmt: skip
+    }
 
 
 def merge(rounds: list[dict]) -> dict:
     """Rounds of one cell → totals (req/s over all rounds; latency percentiles averaged)."""
     total = sum(r["requests"] for r in rounds)
     wall = sum(r["seconds"] for r in rounds)
-    return {"clients": rounds[0]["clients"], "requests": total,
-            "errors": sum(r["errors"] for r in rounds), "req_s": round(total / wall, 2),
-            "p50_ms": round(float(np.mean([r["p50_ms"] for r in rounds])), 1),
-            "p99_ms": round(float(np.mean([r["p99_ms"] for r in rounds])), 1),
-            "rounds": rounds}  # fmt: skip
+    return {
+        "clients": rounds[0]["clients"],
+        "requests": total,
+        "errors": sum(r["errors"] for r in rounds),
+        "req_s": round(total / wall, 2),
+        "p50_ms": round(float(np.mean([r["p50_ms"] for r in rounds])), 1),
+        "p99_ms": round(float(np.mean([r["p99_ms"] for r in rounds])), 1),
+        "rounds": rounds,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -191,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
         tag = store_bundle(args.bundle, {"source_path": str(args.bundle)})
         logs = args.logs or home
         logs.mkdir(parents=True, exist_ok=True)
-        servers = {"on": Server(home, True, logs / "on.log"), "off": Server(home, False, logs / "off.log")}
+        servers = {
+            "on": Server(home, True, logs / "on.log"),
+            "off": Server(home, False, logs / "off.log"),
+        }
         try:
             for server in servers.values():
                 server.wait()
@@ -207,13 +247,24 @@ def main(argv: list[str] | None = None) -> int:
             for r in range(args.rounds):
                 for clients in args.clients:
                     for mode, server in servers.items():
-                        result = load(server.url, crop_data, {"crop": "true"}, clients, args.seconds)
-                        log.info("round %d crops %s %2d clients: %s", r, mode, clients,
-                                 {k: result[k] for k in ("req_s", "p50_ms", "p99_ms", "errors")})  # fmt: skip
+                        result = load(
+                            server.url, crop_data, {"crop": "true"}, clients, args.seconds
+                        )
+                        log.info(
+                            "round %d crops %s %2d clients: %s",
+                            r,
+                            mode,
+                            clients,
+                            {k: result[k] for k in ("req_s", "p50_ms", "p99_ms", "errors")},
+                        )
                         cells[mode].setdefault(clients, []).append(result)
                     result = load(servers["on"].url, frame_data, {}, clients, args.seconds)
-                    log.info("round %d frames on %2d clients: %s", r, clients,
-                             {k: result[k] for k in ("req_s", "p50_ms", "p99_ms", "errors")})  # fmt: skip
+                    log.info(
+                        "round %d frames on %2d clients: %s",
+                        r,
+                        clients,
+                        {k: result[k] for k in ("req_s", "p50_ms", "p99_ms", "errors")},
+                    )
                     frame_cells.setdefault(clients, []).append(result)
                 for mode, server in servers.items():
                     memory[mode][f"after_round_{r + 1}"] = server.rss_mb()
@@ -222,37 +273,63 @@ def main(argv: list[str] | None = None) -> int:
                 on = servers["on"]
                 before = on.rss_mb()
                 result = load(on.url, frame_data, {}, args.overload_clients, args.seconds, True)
-                log.info("overload frames %d clients: %s", args.overload_clients,
-                         {k: result[k] for k in ("req_s", "p99_ms", "error_kinds",
-                                                 "with_retry_after_503")})  # fmt: skip
-                overload = {**result, "memory_mb_before": before, "memory_mb_after": on.rss_mb(),
-                            "max_queue_per_lane": info["max_queue_per_lane"]}  # fmt: skip
+                log.info(
+                    "overload frames %d clients: %s",
+                    args.overload_clients,
+                    {
+                        k: result[k]
+                        for k in ("req_s", "p99_ms", "error_kinds", "with_retry_after_503")
+                    },
+                )
+                overload = {
+                    **result,
+                    "memory_mb_before": before,
+                    "memory_mb_after": on.rss_mb(),
+                    "max_queue_per_lane": info["max_queue_per_lane"],
+                }
                 before = on.rss_mb()
                 result = load(on.url, frame_data, {}, args.overload_clients, args.seconds, False)
-                log.info("overload frames %d clients ignoring Retry-After: %s",
-                         args.overload_clients,
-                         {k: result[k] for k in ("req_s", "p99_ms", "error_kinds")})  # fmt: skip
+                log.info(
+                    "overload frames %d clients ignoring Retry-After: %s",
+                    args.overload_clients,
+                    {k: result[k] for k in ("req_s", "p99_ms", "error_kinds")},
+                )
                 polite = merge(frame_cells[16])["req_s"] if 16 in frame_cells else None
-                hostile = {**result, "memory_mb_before": before, "memory_mb_after": on.rss_mb(),
-                           "frames_16_clients_req_s": polite,
-                           "goodput_over_16_clients": round(result["req_s"] / polite, 3)
-                           if polite else None}  # fmt: skip
+                hostile = {
+                    **result,
+                    "memory_mb_before": before,
+                    "memory_mb_after": on.rss_mb(),
+                    "frames_16_clients_req_s": polite,
+                    "goodput_over_16_clients": round(result["req_s"] / polite, 3)
+                    if polite
+                    else None,
+                }
         finally:
             for server in servers.values():
                 server.stop()
 
-    crops_out = {mode: {str(c): merge(rounds) for c, rounds in by.items()} for mode, by in cells.items()}
-    ratio = {str(c): round(crops_out["on"][str(c)]["req_s"] / crops_out["off"][str(c)]["req_s"], 2)
-             for c in args.clients}  # fmt: skip
+    crops_out = {
+        mode: {str(c): merge(rounds) for c, rounds in by.items()} for mode, by in cells.items()
+    }
+    ratio = {
+        str(c): round(crops_out["on"][str(c)]["req_s"] / crops_out["off"][str(c)]["req_s"], 2)
+        for c in args.clients
+    }
     result = {
         "what": "closed-loop clients POST /predict for T seconds; batching on vs off interleaved",
         "command": "python benchmarks/service_load.py " + " ".join(argv or sys.argv[1:]),
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                    "python": platform.python_version(),
-                    "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
+        },
         "versions": {m: __import__(m).__version__ for m in ("bentoml", "onnxruntime", "numpy")},
-        "model": tag, "providers": info["providers"], "max_batch_size": info["max_batch_size"],
-        "max_latency_ms": info["max_latency_ms"], "seconds_per_cell": args.seconds,
+        "model": tag,
+        "providers": info["providers"],
+        "max_batch_size": info["max_batch_size"],
+        "max_latency_ms": info["max_latency_ms"],
+        "seconds_per_cell": args.seconds,
         "rounds": args.rounds,
         "crops": crops_out,
         "batching_on_over_off_req_s": ratio,
@@ -261,10 +338,12 @@ def main(argv: list[str] | None = None) -> int:
         "memory_mb": memory,
         "memory_growth_after_warmup_mb": {
             mode: round(m[f"after_round_{args.rounds}"]["total"] - m["warm"]["total"], 1)
-            for mode, m in memory.items()},
+            for mode, m in memory.items()
+        },
         "memory_growth_round_1_to_last_mb": {
             mode: round(m[f"after_round_{args.rounds}"]["total"] - m["after_round_1"]["total"], 1)
-            for mode, m in memory.items()},
+            for mode, m in memory.items()
+        },
         "overload_frames_batching_on": overload,
         "overload_frames_ignore_retry_after": hostile,
     }

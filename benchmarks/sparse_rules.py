@@ -75,10 +75,13 @@ def main(argv: list[str] | None = None) -> int:
     rank = np.full(len(faces), -1)
     fer = np.flatnonzero(sources != "sfew_augmented")
     rank[fer] = np.concatenate([np.arange(len(fer_train))] * 2)  # original, then its mirror
-    report = {"date": datetime.date.today().isoformat(), "model": "models/model.pt",
-              "classifier_features": len(columns), "validation": {k: len(v[0])
-                                                                  for k, v in checks.items()},
-              "recipes": {}}  # fmt: skip
+    report = {
+        "date": datetime.date.today().isoformat(),
+        "model": "models/model.pt",
+        "classifier_features": len(columns),
+        "validation": {k: len(v[0]) for k, v in checks.items()},
+        "recipes": {},
+    }
     for name, changes in RECIPES.items():
         config = dataclasses.replace(base, **changes)
         keep = (sources == "sfew_augmented") | ((rank >= 0) & (rank < config.fer2013_faces))
@@ -96,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
             **{k: [round(float(s), 4) for s in v] for k, v in scores.items() if k != "fitted"},
             "seconds": round(time.perf_counter() - started, 1),
         }
-        log.info("%s: %s", name, {k: v for k, v in report["recipes"][name].items()
-                                  if k.endswith("_mean")})  # fmt: skip
+        log.info(
+            "%s: %s",
+            name,
+            {k: v for k, v in report["recipes"][name].items() if k.endswith("_mean")},
+        )
         args.out.write_text(json.dumps(report, indent=2) + "\n")
     return 0
 

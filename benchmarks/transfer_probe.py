@@ -38,8 +38,9 @@ def centre_view(image: np.ndarray, zoom: float, side: int, mirror: bool) -> np.n
     height, width = image.shape
     keep = round(min(height, width) * zoom)
     y0, x0 = (height - keep) // 2, (width - keep) // 2
-    view = cv2.resize(image[y0 : y0 + keep, x0 : x0 + keep], (side, side),
-                      interpolation=cv2.INTER_AREA)  # fmt: skip
+    view = cv2.resize(
+        image[y0 : y0 + keep, x0 : x0 + keep], (side, side), interpolation=cv2.INTER_AREA
+    )
     return view[:, ::-1] if mirror else view
 
 
@@ -54,8 +55,13 @@ def network_outputs(model: FerResNet, faces: np.ndarray) -> tuple[np.ndarray, np
     return np.concatenate(probs), np.concatenate(feats)
 
 
-def probe_accuracy(feats: tuple[np.ndarray, np.ndarray], labels: np.ndarray, fit_rows: np.ndarray,
-                   score_rows: np.ndarray, c: float) -> float:  # fmt: skip
+def probe_accuracy(
+    feats: tuple[np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    fit_rows: np.ndarray,
+    score_rows: np.ndarray,
+    c: float,
+) -> float:
     """Logistic regression fitted on ``fit_rows`` (both mirror views), scored on ``score_rows``
     with the two views' probabilities summed."""
     x = np.concatenate([f[fit_rows] for f in feats])
@@ -87,27 +93,46 @@ def main(argv: list[str] | None = None) -> int:
 
     results = []
     for zoom in args.zooms:
-        outputs = [network_outputs(model, np.stack([centre_view(i, zoom, side, m) for i in images]))
-                   for m in (False, True)]  # fmt: skip
+        outputs = [
+            network_outputs(model, np.stack([centre_view(i, zoom, side, m) for i in images]))
+            for m in (False, True)
+        ]
         prob = outputs[0][0] + outputs[1][0]
         feats = (outputs[0][1], outputs[1][1])
-        row = {"zoom": zoom, "zero_shot": {s: round(float((prob.argmax(1) == labels)[split == s].mean()), 4)
-                                           for s in ("train", "val", "test")}, "probe": []}  # fmt: skip
+        row = {
+            "zoom": zoom,
+            "zero_shot": {
+                s: round(float((prob.argmax(1) == labels)[split == s].mean()), 4)
+                for s in ("train", "val", "test")
+            },
+            "probe": [],
+        }
         for c in args.c:
             cv = [
                 probe_accuracy(feats, labels, folds != k, folds == k, c)
                 for k in sorted(set(folds))
             ]
-            row["probe"].append({
-                "C": c,
-                "val": round(probe_accuracy(feats, labels, split == "train", split == "val", c), 4),
-                "test": round(probe_accuracy(feats, labels, split == "train", split == "test", c), 4),
-                "cv_mean": round(float(np.mean(cv)), 4), "cv_std": round(float(np.std(cv, ddof=1)), 4),
-            })  # fmt: skip
+            row["probe"].append(
+                {
+                    "C": c,
+                    "val": round(
+                        probe_accuracy(feats, labels, split == "train", split == "val", c), 4
+                    ),
+                    "test": round(
+                        probe_accuracy(feats, labels, split == "train", split == "test", c), 4
+                    ),
+                    "cv_mean": round(float(np.mean(cv)), 4),
+                    "cv_std": round(float(np.std(cv, ddof=1)), 4),
+                }
+            )
         log.info("zoom %.2f: zero-shot %s, probe %s", zoom, row["zero_shot"], row["probe"])
         results.append(row)
-    out = {"pretrained": str(args.pretrained), "input_size": side, "faces": len(labels),
-           "results": results}  # fmt: skip
+    out = {
+        "pretrained": str(args.pretrained),
+        "input_size": side,
+        "faces": len(labels),
+        "results": results,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
     log.info("wrote %s", args.out)

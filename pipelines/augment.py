@@ -22,16 +22,18 @@ FIELDS = ["image_id", "source_id", "op", "label", "label_index", "clip", "path",
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
-    parser.add_argument("--out", type=Path, default=Path("data/augmented"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/augment.json"))
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
     section = load_section(args.params, "augment")
-    config = AugmentConfig(ops=tuple(section.get("ops", AugmentConfig.ops)),
-                           factor=section.get("factor", AugmentConfig.factor))  # fmt: skip
+    config = AugmentConfig(
+        ops=tuple(section.get("ops", AugmentConfig.ops)),
+        factor=section.get("factor", AugmentConfig.factor),
+    )
     train = [r for r in read_csv(args.split) if r["split"] == "train"]
     if args.out.exists():
         shutil.rmtree(args.out)
@@ -48,13 +50,29 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / row["label"]).mkdir(parents=True, exist_ok=True)
             if not cv2.imwrite(str(args.out / rel), version):
                 raise OSError(f"could not write {args.out / rel}")
-            rows.append({"image_id": f"{row['image_id']}__{op}", "source_id": row["image_id"],
-                         "op": op, "label": row["label"], "label_index": row["label_index"],
-                         "clip": row["clip"], "path": rel, "height": version.shape[0],
-                         "width": version.shape[1]})  # fmt: skip
+            rows.append(
+                {
+                    "image_id": f"{row['image_id']}__{op}",
+                    "source_id": row["image_id"],
+                    "op": op,
+                    "label": row["label"],
+                    "label_index": row["label_index"],
+                    "clip": row["clip"],
+                    "path": rel,
+                    "height": version.shape[0],
+                    "width": version.shape[1],
+                }
+            )
     write_csv(args.out / "augmented.csv", rows, FIELDS)
-    write_json(args.metrics, {"sources": len(train) - skipped, "images": len(rows),
-                              "per_source": len(config.ops), "skipped": skipped})  # fmt: skip
+    write_json(
+        args.metrics,
+        {
+            "sources": len(train) - skipped,
+            "images": len(rows),
+            "per_source": len(config.ops),
+            "skipped": skipped,
+        },
+    )
     log.info("%d training crops -> %d images (%s)", len(train) - skipped, len(rows), config.ops)
     return 0
 

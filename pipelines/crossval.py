@@ -20,43 +20,78 @@ log = logging.getLogger("crossval")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
-    parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
-    parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--teacher", type=Path, nargs="+", required=True,
-                        help="the teach stage's logit files (FER2013's and SFEW's)")
-    parser.add_argument("--run", type=Path, default=Path("models/run.json"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/crossval.json"))
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--pretrained", type=Path, required=True)
+    parser.add_argument("--fer2013", type=Path, required=True)
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the teach stage's logit files (FER2013's and SFEW's)",
+    )
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
-    data = load_fold_inputs(args.params, args.split, args.crops, args.pretrained, args.fer2013,
-                            args.teacher)  # fmt: skip
+    data = load_fold_inputs(
+        args.params, args.split, args.crops, args.pretrained, args.fer2013, args.teacher
+    )
     config, folds = data.config, data.folds
     max_folds = int(load_section(args.params, "crossval").get("max_folds", 0))
     fold_ids = sorted(set(folds.tolist()))[: max_folds or None]
     results = []
     for fold in fold_ids:
         held = folds == fold
-        metrics, _ = run_fold(data.images, data.labels, ~held, held, config, data.augment,
-                              data.start_state, seed=config.seed + fold, desc=f"fold {fold}",
-                              soft=data.soft, extra=data.extra)  # fmt: skip
-        results.append({"fold": fold, "accuracy": metrics["accuracy"], "n": metrics["n"],
-                        "macro_f1": metrics["macro_f1"], "recall": metrics["recall"]})  # fmt: skip
+        metrics, _ = run_fold(
+            data.images,
+            data.labels,
+            ~held,
+            held,
+            config,
+            data.augment,
+            data.start_state,
+            seed=config.seed + fold,
+            desc=f"fold {fold}",
+            soft=data.soft,
+            extra=data.extra,
+        )
+        results.append(
+            {
+                "fold": fold,
+                "accuracy": metrics["accuracy"],
+                "n": metrics["n"],
+                "macro_f1": metrics["macro_f1"],
+                "recall": metrics["recall"],
+            }
+        )
         log.info("fold %d: accuracy %.4f on %d faces", fold, metrics["accuracy"], metrics["n"])
     accuracies = np.array([r["accuracy"] for r in results])
-    summary = {"folds": results, "k": len(results), "init": data.init,
-               "accuracy_mean": round(float(accuracies.mean()), 4),
-               "accuracy_std": round(float(accuracies.std(ddof=1)) if len(results) > 1 else 0.0, 4)}  # fmt: skip
+    summary = {
+        "folds": results,
+        "k": len(results),
+        "init": data.init,
+        "accuracy_mean": round(float(accuracies.mean()), 4),
+        "accuracy_std": round(float(accuracies.std(ddof=1)) if len(results) > 1 else 0.0, 4),
+    }
     write_json(args.metrics, summary)
     with resume_run(args.run):
         import mlflow
 
-        mlflow.log_metrics({"crossval_accuracy_mean": summary["accuracy_mean"],
-                            "crossval_accuracy_std": summary["accuracy_std"]})  # fmt: skip
-    log.info("crossval: %.4f ± %.4f over %d folds", summary["accuracy_mean"],
-             summary["accuracy_std"], len(results))  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "crossval_accuracy_mean": summary["accuracy_mean"],
+                "crossval_accuracy_std": summary["accuracy_std"],
+            }
+        )
+    log.info(
+        "crossval: %.4f ± %.4f over %d folds",
+        summary["accuracy_mean"],
+        summary["accuracy_std"],
+        len(results),
+    )
     return 0
 
 

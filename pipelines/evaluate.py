@@ -26,13 +26,13 @@ FEATURE_COLUMNS = [f"feature{i + 1}" for i in range(FEATURES)]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
-    parser.add_argument("--run", type=Path, default=Path("models/run.json"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/evaluate.json"))
-    parser.add_argument("--features", type=Path, default=Path("data/features/features.csv"))
-    parser.add_argument("--plots", type=Path, default=Path("plots/evaluate"))
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--plots", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -40,48 +40,92 @@ def main(argv: list[str] | None = None) -> int:
     model, meta = load_checkpoint(args.model)
     images, labels, rows = load_faces(args.split, args.crops)
     data = FaceSet(images, labels, meta["resize"])
-    logits, features = predict(model, data, meta["input_size"], device=section.get("device", "auto"))
+    logits, features = predict(
+        model, data, meta["input_size"], device=section.get("device", "auto")
+    )
     predicted = logits.argmax(1)
 
     test = np.array([r["split"] == "test" for r in rows])
     metrics = classification_metrics(data.labels[test], predicted[test])
     val = np.array([r["split"] == "val" for r in rows])
-    metrics["val_accuracy"] = float((predicted[val] == data.labels[val]).mean()) if val.any() else 0.0
+    metrics["val_accuracy"] = (
+        float((predicted[val] == data.labels[val]).mean()) if val.any() else 0.0
+    )
     write_json(args.metrics, metrics)
-    write_csv(args.plots / "predictions.csv",
-              [{"image_id": r["image_id"], "actual": r["label"], "predicted": CLASSES[p]}
-               for r, p, t in zip(rows, predicted, test, strict=True) if t])  # fmt: skip
+    write_csv(
+        args.plots / "predictions.csv",
+        [
+            {"image_id": r["image_id"], "actual": r["label"], "predicted": CLASSES[p]}
+            for r, p, t in zip(rows, predicted, test, strict=True)
+            if t
+        ],
+    )
     plot_confusion(metrics, args.plots / "confusion.png", f"test split ({meta['init']} init)")
-    _misclassified_sheet(data, rows, predicted, test, args.plots / "misclassified.png",
-                         int(section.get("sheet_size", 40)))  # fmt: skip
+    _misclassified_sheet(
+        data,
+        rows,
+        predicted,
+        test,
+        args.plots / "misclassified.png",
+        int(section.get("sheet_size", 40)),
+    )
 
     feature_rows = []
     for row, label, pred, feats in zip(rows, data.labels, predicted, features, strict=True):
-        out = {"image_id": row["image_id"], "split": row["split"], "clip": row["clip"],
-               "true_label": CLASSES[label], "predicted_label": CLASSES[pred]}  # fmt: skip
+        out = {
+            "image_id": row["image_id"],
+            "split": row["split"],
+            "clip": row["clip"],
+            "true_label": CLASSES[label],
+            "predicted_label": CLASSES[pred],
+        }
         out.update(zip(FEATURE_COLUMNS, np.round(feats, 6).tolist(), strict=True))
         feature_rows.append(out)
-    write_csv(args.features, feature_rows,
-              ["image_id", "split", "clip", "true_label", "predicted_label", *FEATURE_COLUMNS])  # fmt: skip
+    write_csv(
+        args.features,
+        feature_rows,
+        ["image_id", "split", "clip", "true_label", "predicted_label", *FEATURE_COLUMNS],
+    )
 
     with resume_run(args.run):
         import mlflow
 
-        mlflow.log_metrics({"test_accuracy": metrics["accuracy"],
-                            "test_macro_f1": metrics["macro_f1"],
-                            **{f"test_recall_{c}": v for c, v in metrics["recall"].items()}})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "test_accuracy": metrics["accuracy"],
+                "test_macro_f1": metrics["macro_f1"],
+                **{f"test_recall_{c}": v for c, v in metrics["recall"].items()},
+            }
+        )
         mlflow.log_artifacts(str(args.plots), artifact_path="plots/evaluate")
         mlflow.log_artifact(str(args.metrics), artifact_path="metrics")
-    log.info("test accuracy %.4f, macro-F1 %.4f, recall %s", metrics["accuracy"],
-             metrics["macro_f1"], metrics["recall"])  # fmt: skip
+    log.info(
+        "test accuracy %.4f, macro-F1 %.4f, recall %s",
+        metrics["accuracy"],
+        metrics["macro_f1"],
+        metrics["recall"],
+    )
     return 0
 
 
-def _misclassified_sheet(data: FaceSet, rows: list[dict], predicted: np.ndarray,
-                         test: np.ndarray, path: Path, limit: int) -> None:  # fmt: skip
+def _misclassified_sheet(
+    data: FaceSet,
+    rows: list[dict],
+    predicted: np.ndarray,
+    test: np.ndarray,
+    path: Path,
+    limit: int,
+) -> None:
     wrong = [i for i in np.flatnonzero(test) if predicted[i] != data.labels[i]][:limit]
-    tiles = [tile(data.images[i], f"true {CLASSES[data.labels[i]]}\npred {CLASSES[predicted[i]]}",
-                  110, RED) for i in wrong]  # fmt: skip
+    tiles = [
+        tile(
+            data.images[i],
+            f"true {CLASSES[data.labels[i]]}\npred {CLASSES[predicted[i]]}",
+            110,
+            RED,
+        )
+        for i in wrong
+    ]
     save(path, grid(tiles, columns=8, title=f"misclassified test faces ({len(wrong)} shown)"))
 
 

@@ -51,14 +51,14 @@ def load_features(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--augmented", type=Path, default=Path("data/augmented"))
-    parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--features", type=Path, default=Path("data/features/features.csv"))
-    parser.add_argument("--run", type=Path, default=Path("models/run.json"))
-    parser.add_argument("--out", type=Path, default=Path("models/rules"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/explain.json"))
-    parser.add_argument("--plots", type=Path, default=Path("plots/explain"))
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--augmented", type=Path, required=True)
+    parser.add_argument("--fer2013", type=Path, required=True)
+    parser.add_argument("--features", type=Path, required=True)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plots", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -98,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
     _plot_curve(curve, config.max_depth, args.plots / "depth_curve.png")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    bundle = {"classes": list(CLASSES), "features": FEATURES, "config": asdict(config),
-              "target": "network prediction == class (one-vs-rest)",
-              "trees": {n: t.to_dict() for n, t in trees.items()},
-              "rules": {n: {"text": r.text, "rules": r.rules} for n, r in rules.items()},
-              "patterns": patterns(x_fit, p_fit, CLASSES)}  # fmt: skip
+    bundle = {
+        "classes": list(CLASSES),
+        "features": FEATURES,
+        "config": asdict(config),
+        "target": "network prediction == class (one-vs-rest)",
+        "trees": {n: t.to_dict() for n, t in trees.items()},
+        "rules": {n: {"text": r.text, "rules": r.rules} for n, r in rules.items()},
+        "patterns": patterns(x_fit, p_fit, CLASSES),
+    }
     (args.out / "rules.json").write_text(json.dumps(bundle) + "\n", encoding="utf-8")
     (args.out / "rules.md").write_text(rules_markdown(CLASSES, rules, fid), encoding="utf-8")
 
@@ -115,20 +119,31 @@ def main(argv: list[str] | None = None) -> int:
         "leaves": {n: len(t.leaves()) for n, t in trees.items()},
         "max_conditions": max(r.max_conditions for r in rules.values()),
         "depth_curve": curve,
-        "fitted_on": len(x_fit), "fitted_on_by_source": by_source, "scored_on": len(x_test),
+        "fitted_on": len(x_fit),
+        "fitted_on_by_source": by_source,
+        "scored_on": len(x_test),
         "classifier_features": len(columns),
-    }  # fmt: skip
+    }
     write_json(args.metrics, metrics)
     with resume_run(args.run):
         import mlflow
 
-        mlflow.log_metrics({"fidelity_test_mean": fid["test_mean"],
-                            "fidelity_train_mean": fid["train_mean"],
-                            **{f"fidelity_test_{k}": v for k, v in fid["test"].items()}})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "fidelity_test_mean": fid["test_mean"],
+                "fidelity_train_mean": fid["train_mean"],
+                **{f"fidelity_test_{k}": v for k, v in fid["test"].items()},
+            }
+        )
         mlflow.log_artifacts(str(args.out), artifact_path="rules")
         mlflow.log_artifacts(str(args.plots), artifact_path="plots/explain")
-    log.info("fidelity: test %.4f, fitting set %.4f (depth %d, %d faces)", fid["test_mean"],
-             fid["train_mean"], config.max_depth, len(x_fit))  # fmt: skip
+    log.info(
+        "fidelity: test %.4f, fitting set %.4f (depth %d, %d faces)",
+        fid["test_mean"],
+        fid["train_mean"],
+        config.max_depth,
+        len(x_fit),
+    )
     return 0
 
 

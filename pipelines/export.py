@@ -38,13 +38,13 @@ log = logging.getLogger("export")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--model", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--rules", type=Path, default=Path("models/rules/rules.json"))
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
-    parser.add_argument("--zoo", type=Path, default=Path("data/raw/zoo"))
-    parser.add_argument("--out", type=Path, default=Path("models/bundle"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/export.json"))
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--rules", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--zoo", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -61,14 +61,22 @@ def main(argv: list[str] | None = None) -> int:
     preprocess = Preprocess(meta["input_size"], meta["resize"], meta["mean"], meta["std"])
     calibration = preprocess([train_images[i] for i in chosen])
     int8_summary = quantize_int8(onnx_path, int8_path, calibration)
-    manifest = build_bundle(args.out, onnx_path, meta, args.rules, args.zoo / YUNET_FILE,
-                            int8_path=int8_path, precision=config.precision)  # fmt: skip
+    manifest = build_bundle(
+        args.out,
+        onnx_path,
+        meta,
+        args.rules,
+        args.zoo / YUNET_FILE,
+        int8_path=int8_path,
+        precision=config.precision,
+    )
     onnx_path.unlink()
     int8_path.unlink()
 
     images, labels, _ = load_faces(args.split, args.crops, ["test"])
-    torch_logits, _ = predict(model, FaceSet(images, labels, meta["resize"]), meta["input_size"],
-                              device="cpu")  # fmt: skip
+    torch_logits, _ = predict(
+        model, FaceSet(images, labels, meta["resize"]), meta["input_size"], device="cpu"
+    )
     fp32 = Predictor(args.out, providers="cpu", precision="fp32")
     onnx_logits, onnx_features = fp32.classify(images)
     int8_net = Predictor(args.out, providers="cpu", precision="int8")
@@ -79,21 +87,33 @@ def main(argv: list[str] | None = None) -> int:
     except ExportError:
         shutil.rmtree(args.out)  # no bundle that serves a failed int8 network is left behind
         raise
-    int8.update(int8_summary, rule_votes_equal=rule_vote_agreement(fp32.explainer, onnx_features,
-                                                                   int8_features))  # fmt: skip
+    int8.update(
+        int8_summary,
+        rule_votes_equal=rule_vote_agreement(fp32.explainer, onnx_features, int8_features),
+    )
     metrics = {
-        "parity_max_abs_diff": worst, "tolerance": config.tolerance, "batch_dim": batch_dim,
+        "parity_max_abs_diff": worst,
+        "tolerance": config.tolerance,
+        "batch_dim": batch_dim,
         "test_accuracy_torch": float((torch_logits.argmax(1) == truth).mean()),
         "test_accuracy_onnx": float((onnx_logits.argmax(1) == truth).mean()),
         "test_predictions_equal": int((torch_logits.argmax(1) == onnx_logits.argmax(1)).sum()),
-        "test_faces": len(truth), "bundle_sha256": manifest["files"],
-        "precision": config.precision, "int8": int8,
-    }  # fmt: skip
+        "test_faces": len(truth),
+        "bundle_sha256": manifest["files"],
+        "precision": config.precision,
+        "int8": int8,
+    }
     write_json(args.metrics, metrics)
-    log.info("export: parity %.2e, test accuracy torch %.4f / onnx %.4f; int8 %.4f, agreement "
-             "%.4f; serving %s", worst, metrics["test_accuracy_torch"],
-             metrics["test_accuracy_onnx"], int8["test_accuracy_int8"], int8["test_agreement"],
-             config.precision)  # fmt: skip
+    log.info(
+        "export: parity %.2e, test accuracy torch %.4f / onnx %.4f; int8 %.4f, agreement "
+        "%.4f; serving %s",
+        worst,
+        metrics["test_accuracy_torch"],
+        metrics["test_accuracy_onnx"],
+        int8["test_accuracy_int8"],
+        int8["test_agreement"],
+        config.precision,
+    )
     return 0
 
 

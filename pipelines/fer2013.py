@@ -1,4 +1,5 @@
-"""Stage ``fer2013``: FER2013 train / public-test faces → arrays and a manifest for pre-training."""
+"""Stage ``fer2013``: FER2013 train / public-test faces → arrays and a manifest for
+pre-training."""
 
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ log = logging.getLogger("fer2013")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--raw", type=Path, default=Path("data/raw/fer2013"))
-    parser.add_argument("--zoo", type=Path, default=Path("data/raw/zoo"))
-    parser.add_argument("--out", type=Path, default=Path("data/fer2013"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/fer2013.json"))
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--zoo", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -46,7 +47,9 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%s: %d faces", split, len(labels))
     args.out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out / "fer2013.npz", **arrays)
-    write_csv(args.out / "manifest.csv", rows, ["split", "path", "label", "status", "reason", "index"])
+    write_csv(
+        args.out / "manifest.csv", rows, ["split", "path", "label", "status", "reason", "index"]
+    )
     write_json(args.metrics, metrics)
     return 0
 

@@ -20,7 +20,7 @@ from ferops.config import setup_logging, write_json
 from ferops.data import CLASSES, read_csv
 from ferops.fer2013 import load_paths
 from ferops.inference import Predictor
-from ferops.served import score_images, served_metrics
+from ferops.served_metrics import score_images, served_metrics
 
 log = logging.getLogger("served")
 
@@ -37,12 +37,12 @@ def tight_crops(rows: list[dict[str, str]], frames: list[bytes]) -> list[bytes]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--bundle", type=Path, default=Path("models/bundle"))
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
-    parser.add_argument("--raw", type=Path, default=Path("data/raw/sfew"))
-    parser.add_argument("--fer2013", type=Path, default=Path("data/raw/fer2013"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/served.json"))
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--raw", type=Path, required=True)
+    parser.add_argument("--fer2013", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -52,24 +52,33 @@ def main(argv: list[str] | None = None) -> int:
     truth = [int(r["label_index"]) for r in rows]
     frames = [(args.raw / r["path"]).read_bytes() for r in rows]  # read once, scored twice
     predicted, millis = score_images(predictor, frames, is_crop=False, desc="sfew test frames")
-    report = {**served_metrics(truth, predicted),
-              "locate_ms_p50": round(float(np.percentile(millis, 50)), 1),
-              "locate_ms_p99": round(float(np.percentile(millis, 99)), 1)}  # fmt: skip
+    report = {
+        **served_metrics(truth, predicted),
+        "locate_ms_p50": round(float(np.percentile(millis, 50)), 1),
+        "locate_ms_p99": round(float(np.percentile(millis, 99)), 1),
+    }
     predicted, _ = score_images(
         predictor, tight_crops(rows, frames), is_crop=True, desc="sfew tight crops"
     )
     report["sfew_test_tight_crops"] = served_metrics(truth, predicted)
 
     paths, labels = load_paths(args.fer2013, "publictest")
-    predicted, _ = score_images(predictor, (p.read_bytes() for p in paths), is_crop=True,
-                                desc="fer2013 publictest crops")  # fmt: skip
+    predicted, _ = score_images(
+        predictor, (p.read_bytes() for p in paths), is_crop=True, desc="fer2013 publictest crops"
+    )
     report["fer2013_publictest_crop"] = served_metrics(labels, predicted)
     report["fer2013_publictest_crop_accuracy"] = report["fer2013_publictest_crop"]["accuracy"]
     report["classes"] = list(CLASSES)
     write_json(args.metrics, report)
-    log.info("served: SFEW test frames %.4f (%d/%d faces found), tight crops %.4f, FER2013 public "
-             "test crops %.4f", report["accuracy"], report["faces_found"], report["n"],
-             report["sfew_test_tight_crops"]["accuracy"], report["fer2013_publictest_crop_accuracy"])  # fmt: skip
+    log.info(
+        "served: SFEW test frames %.4f (%d/%d faces found), tight crops %.4f, FER2013 public "
+        "test crops %.4f",
+        report["accuracy"],
+        report["faces_found"],
+        report["n"],
+        report["sfew_test_tight_crops"]["accuracy"],
+        report["fer2013_publictest_crop_accuracy"],
+    )
     return 0
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import read_csv, write_csv
-from ferops.preprocess import USABLE
+from ferops.prepare import USABLE
 from ferops.splits import SplitConfig, assign_splits, split_metrics
 
 log = logging.getLogger("split")
@@ -19,9 +19,9 @@ FIELDS = ["image_id", "label", "label_index", "movie", "clip", "crop", "split", 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--manifest", type=Path, default=Path("data/prepared/manifest.csv"))
-    parser.add_argument("--out", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/split.json"))
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 

@@ -1,7 +1,8 @@
 """Stage ``teach``: the zoo's RAF-DB expression model (the teacher) on every FER2013 face and every
 usable SFEW face chip → its logits, for distillation in ``pretrain`` / ``train``. Two files:
 FER2013's logits (``--out-fer2013``, all ``pretrain`` reads: nothing SFEW-derived among its
-inputs, so a change of the SFEW chips never reruns pre-training) and the SFEW chips' (``--out-sfew``)."""
+inputs, so a change of the SFEW chips never reruns pre-training) and the SFEW chips'
+(``--out-sfew``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import load_gray, read_csv
 from ferops.faces import FaceConfig
-from ferops.preprocess import USABLE
+from ferops.prepare import USABLE
 from ferops.teacher import TEACHER_FILE, Teacher
 
 log = logging.getLogger("teach")
@@ -23,12 +24,12 @@ log = logging.getLogger("teach")
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--zoo", type=Path, default=Path("data/raw/zoo"))
-    parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--prepared", type=Path, default=Path("data/prepared"))
+    parser.add_argument("--zoo", type=Path, required=True)
+    parser.add_argument("--fer2013", type=Path, required=True)
+    parser.add_argument("--prepared", type=Path, required=True)
     parser.add_argument("--out-fer2013", type=Path, required=True)
     parser.add_argument("--out-sfew", type=Path, required=True)
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/teach.json"))
+    parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -37,18 +38,27 @@ def main(argv: list[str] | None = None) -> int:
     fer = np.load(args.fer2013)
     rows = [r for r in read_csv(args.prepared / "manifest.csv") if r["status"] in USABLE]
     chips = [load_gray(args.prepared / "faces" / r["crop"]) for r in rows]
-    out = {f"fer2013_{split}": teacher.logits(list(fer[f"x_{split}"]), margin, f"teach {split}")
-           for split in ("train", "publictest")}  # fmt: skip
-    sfew = {"sfew": teacher.logits(chips, margin, "teach sfew"),
-            "sfew_ids": np.array([r["image_id"] for r in rows])}  # fmt: skip
+    out = {
+        f"fer2013_{split}": teacher.logits(list(fer[f"x_{split}"]), margin, f"teach {split}")
+        for split in ("train", "publictest")
+    }
+    sfew = {
+        "sfew": teacher.logits(chips, margin, "teach sfew"),
+        "sfew_ids": np.array([r["image_id"] for r in rows]),
+    }
     for path, arrays in ((args.out_fer2013, out), (args.out_sfew, sfew)):
         path.parent.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path, **arrays)
     out.update(sfew)
-    labels = {"fer2013_train": fer["y_train"], "fer2013_publictest": fer["y_publictest"],
-              "sfew": np.array([int(r["label_index"]) for r in rows])}  # fmt: skip
-    metrics = {f"{key}_accuracy": round(float((out[key].argmax(1) == y).mean()), 4)
-               for key, y in labels.items()}  # fmt: skip
+    labels = {
+        "fer2013_train": fer["y_train"],
+        "fer2013_publictest": fer["y_publictest"],
+        "sfew": np.array([int(r["label_index"]) for r in rows]),
+    }
+    metrics = {
+        f"{key}_accuracy": round(float((out[key].argmax(1) == y).mean()), 4)
+        for key, y in labels.items()
+    }
     metrics.update(faces={key: len(y) for key, y in labels.items()})
     write_json(args.metrics, metrics)
     log.info("teacher accuracy: %s", metrics)

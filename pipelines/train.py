@@ -27,18 +27,23 @@ MODEL_SECTIONS = ["prepare", "split", "augment", "fer2013", "pretrain", "train"]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--split", type=Path, default=Path("data/split/split.csv"))
-    parser.add_argument("--crops", type=Path, default=Path("data/prepared/faces"))
-    parser.add_argument("--augmented", type=Path, default=Path("data/augmented"))
-    parser.add_argument("--pretrained", type=Path, default=Path("models/pretrain.pt"))
-    parser.add_argument("--fer2013", type=Path, default=Path("data/fer2013/fer2013.npz"))
-    parser.add_argument("--teacher", type=Path, nargs="+", required=True,
-                        help="the teach stage's logit files (FER2013's and SFEW's)")
-    parser.add_argument("--pretrain-run", type=Path, default=Path("models/pretrain_run.json"))
-    parser.add_argument("--out", type=Path, default=Path("models/model.pt"))
-    parser.add_argument("--run", type=Path, default=Path("models/run.json"))
-    parser.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
-    parser.add_argument("--plots", type=Path, default=Path("plots/train"))
+    parser.add_argument("--split", type=Path, required=True)
+    parser.add_argument("--crops", type=Path, required=True)
+    parser.add_argument("--augmented", type=Path, required=True)
+    parser.add_argument("--pretrained", type=Path, required=True)
+    parser.add_argument("--fer2013", type=Path, required=True)
+    parser.add_argument(
+        "--teacher",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="the teach stage's logit files (FER2013's and SFEW's)",
+    )
+    parser.add_argument("--pretrain-run", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--metrics", type=Path, required=True)
+    parser.add_argument("--plots", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -57,11 +62,18 @@ def main(argv: list[str] | None = None) -> int:
     if init == "fer2013":
         pretrained, meta = load_checkpoint(args.pretrained)
         if meta["input_size"] != config.input_size:
-            log.warning("pre-trained at %d px, fine-tuning at %d px", meta["input_size"],
-                        config.input_size)  # fmt: skip
+            log.warning(
+                "pre-trained at %d px, fine-tuning at %d px", meta["input_size"], config.input_size
+            )
         model.load_state_dict(pretrained.state_dict())
-    log.info("train: %d augmented images, %d val, init=%s, %d px, FER2013 share %.2f", len(train),
-             len(val), init, config.input_size, config.extra_share)  # fmt: skip
+    log.info(
+        "train: %d augmented images, %d val, init=%s, %d px, FER2013 share %.2f",
+        len(train),
+        len(val),
+        init,
+        config.input_size,
+        config.extra_share,
+    )
 
     tags = run_tags("train")
     if init == "fer2013" and args.pretrain_run.exists():
@@ -69,27 +81,47 @@ def main(argv: list[str] | None = None) -> int:
     start_run(args.run, f"train-{init}-{config.input_size}px", tags)
     with resume_run(args.run):
         log_params_file(Path(args.params), MODEL_SECTIONS)
-        model, history = fit(model, train, val, config, on_epoch=log_epoch, desc="train", extra=extra)
+        model, history = fit(
+            model, train, val, config, on_epoch=log_epoch, desc="train", extra=extra
+        )
 
     best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
-    meta = {"classes": list(CLASSES), "input_size": config.input_size, "resize": config.resize,
-            "mean": MEAN, "std": STD, "init": init, "faces": faces,
-            "best_epoch": int(best["epoch"]), "val_acc": best["val_acc"],
-            "config": config.to_dict()}  # fmt: skip
+    meta = {
+        "classes": list(CLASSES),
+        "input_size": config.input_size,
+        "resize": config.resize,
+        "mean": MEAN,
+        "std": STD,
+        "init": init,
+        "faces": faces,
+        "best_epoch": int(best["epoch"]),
+        "val_acc": best["val_acc"],
+        "config": config.to_dict(),
+    }
     save_checkpoint(args.out, model, meta)
     write_csv(args.plots / "history.csv", history)
     plot_history(history, args.plots / "curves.png", f"train ({init}, {config.input_size} px)")
     seconds = [h["seconds"] for h in history]
-    metrics = {"best_val_acc": round(best["val_acc"], 4), "best_epoch": int(best["epoch"]),
-               "epochs": config.epochs, "train_images": len(train), "val_images": len(val),
-               "seconds_per_epoch": round(float(np.mean(seconds)), 1),
-               "seconds": round(float(np.sum(seconds)), 1)}  # fmt: skip
+    metrics = {
+        "best_val_acc": round(best["val_acc"], 4),
+        "best_epoch": int(best["epoch"]),
+        "epochs": config.epochs,
+        "train_images": len(train),
+        "val_images": len(val),
+        "seconds_per_epoch": round(float(np.mean(seconds)), 1),
+        "seconds": round(float(np.sum(seconds)), 1),
+    }
     write_json(args.metrics, metrics)
     with resume_run(args.run):
         import mlflow
 
-        mlflow.log_metrics({"best_val_acc": best["val_acc"], "best_epoch": best["epoch"],
-                            "seconds_per_epoch": metrics["seconds_per_epoch"]})  # fmt: skip
+        mlflow.log_metrics(
+            {
+                "best_val_acc": best["val_acc"],
+                "best_epoch": best["epoch"],
+                "seconds_per_epoch": metrics["seconds_per_epoch"],
+            }
+        )
         mlflow.log_artifacts(str(args.plots), artifact_path="plots/train")
     log.info("train: best val accuracy %.4f at epoch %d", best["val_acc"], best["epoch"])
     return 0

@@ -28,11 +28,18 @@ from pipelines.explain import load_features
 log = logging.getLogger("explain_sizes")
 
 
-def scores(x_fit: np.ndarray, p_fit: np.ndarray, x_test: np.ndarray, p_test: np.ndarray,
-           config: RuleConfig) -> dict[str, float]:  # fmt: skip
+def scores(
+    x_fit: np.ndarray,
+    p_fit: np.ndarray,
+    x_test: np.ndarray,
+    p_test: np.ndarray,
+    config: RuleConfig,
+) -> dict[str, float]:
     """Held-out fidelity per class and their mean, trees fitted at ``config.max_depth``."""
-    out = {c: fidelity(fit_tree(x_fit, p_fit == i, config), x_test, p_test == i)
-           for i, c in enumerate(CLASSES)}  # fmt: skip
+    out = {
+        c: fidelity(fit_tree(x_fit, p_fit == i, config), x_test, p_test == i)
+        for i, c in enumerate(CLASSES)
+    }
     out["mean"] = float(np.mean(list(out.values())))
     return {k: round(v, 4) for k, v in out.items()}
 
@@ -54,8 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     config = RuleConfig.from_section(load_section(args.params, "explain"))
     splits = load_features(args.features)
     x_test, p_test = splits["test"]
-    results = [{"fitted_on": "SFEW train features (before)", "faces": len(splits["train"][0]),
-                "fidelity_test": scores(*splits["train"], x_test, p_test, config)}]  # fmt: skip
+    results = [
+        {
+            "fitted_on": "SFEW train features (before)",
+            "faces": len(splits["train"][0]),
+            "fidelity_test": scores(*splits["train"], x_test, p_test, config),
+        }
+    ]
     log.info("%s", results[-1])
 
     # Ask once for the largest set: a smaller one is the same FER2013 faces' prefix (oracle_faces).
@@ -77,10 +89,14 @@ def main(argv: list[str] | None = None) -> int:
         keep = (sources == "sfew_augmented") | (rank < size)
         started = time.perf_counter()
         name = f"augmented SFEW + {size} FER2013" + (" + flips" if config.flip else "")
-        results.append({"fitted_on": name,
-                        "faces": int(keep.sum()),
-                        "fidelity_test": scores(x_all[keep], p_all[keep], x_test, p_test, config),
-                        "fit_seconds": round(time.perf_counter() - started, 1)})  # fmt: skip
+        results.append(
+            {
+                "fitted_on": name,
+                "faces": int(keep.sum()),
+                "fidelity_test": scores(x_all[keep], p_all[keep], x_test, p_test, config),
+                "fit_seconds": round(time.perf_counter() - started, 1),
+            }
+        )
         log.info("%s", results[-1])
     write_json(args.out, results)
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ferops.serving import UI_ROUTE
+from ferops.api import UI_ROUTE
 from tests.browser import Chromium
 
 log = logging.getLogger("readme_screenshot")
@@ -53,8 +53,11 @@ def main(argv: list[str] | None = None) -> int:
         with Chromium(Path(tmp) / "profile", width=1280, height=800) as page:
             page.open(f"{args.url}{UI_ROUTE}")
             page.choose_files("#file", [face])
-            page.wait_for("['done', 'empty', 'error'].includes(document.getElementById('app').dataset.state)",
-                          timeout=120)  # fmt: skip
+            page.wait_for(
+                "['done', 'empty', 'error']"
+                ".includes(document.getElementById('app').dataset.state)",
+                timeout=120,
+            )
             args.out.parent.mkdir(parents=True, exist_ok=True)
             page.screenshot(args.out)
     log.info("wrote %s", args.out)

@@ -41,16 +41,27 @@ class Chromium:
         if binary is None:
             raise BrowserError(f"`{CHROMIUM}` is not on PATH: run scripts/setup.sh (installs it)")
         profile.mkdir(parents=True, exist_ok=True)
-        args = [binary, "--headless", "--disable-gpu", "--no-first-run", "--mute-audio",
-                "--no-default-browser-check", "--disable-extensions", "--hide-scrollbars",
-                f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                f"--window-size={width},{height}", "about:blank"]  # fmt: skip
+        args = [
+            binary,
+            "--headless",
+            "--disable-gpu",
+            "--no-first-run",
+            "--mute-audio",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--hide-scrollbars",
+            f"--user-data-dir={profile}",
+            "--remote-debugging-port=0",
+            f"--window-size={width},{height}",
+            "about:blank",
+        ]
         if os.geteuid() == 0:  # Chromium refuses to run as root with its sandbox (CI containers)
             args.insert(1, "--no-sandbox")
         self.log = profile / "chromium.log"
         self._log = open(self.log, "w")  # noqa: SIM115 - closed in close()
-        self.proc = subprocess.Popen(args, stdout=self._log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)  # fmt: skip
+        self.proc = subprocess.Popen(
+            args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self.console: list[str] = []  # page console messages and uncaught errors, for failures
         self._loop = asyncio.new_event_loop()
         self._session: aiohttp.ClientSession | None = None
@@ -118,8 +129,9 @@ class Chromium:
 
     def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page (promises are awaited)."""
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)  # fmt: skip
+        result = self.call(
+            "Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True
+        )
         if "exceptionDetails" in result:
             details = result["exceptionDetails"]
             error = details.get("exception", {}).get("description", details)
@@ -134,8 +146,9 @@ class Chromium:
             if value:
                 return value
             time.sleep(0.1)
-        raise BrowserError(f"{expression!r} still false after {timeout} s; "
-                           f"page console: {self.console}")  # fmt: skip
+        raise BrowserError(
+            f"{expression!r} still false after {timeout} s; page console: {self.console}"
+        )
 
     def open(self, url: str, timeout: float = 60) -> None:
         """Load ``url`` and wait until the page and its scripts have loaded."""
@@ -157,8 +170,9 @@ class Chromium:
         """The whole page (not just the window) as a PNG."""
         size = self.call("Page.getLayoutMetrics")["cssContentSize"]
         clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
-        shot = self.call("Page.captureScreenshot", format="png", clip=clip,
-                         captureBeyondViewport=True)  # fmt: skip
+        shot = self.call(
+            "Page.captureScreenshot", format="png", clip=clip, captureBeyondViewport=True
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path

@@ -17,9 +17,13 @@ from ferops.training import seed_everything
 
 #: A fast bundle: 32 px input, YuNet detection (the shipped face code), 64 px chips.
 META: dict[str, Any] = {
-    "classes": list(CLASSES), "input_size": 32, "resize": 36, "mean": 127.5, "std": 127.5,
+    "classes": list(CLASSES),
+    "input_size": 32,
+    "resize": 36,
+    "mean": 127.5,
+    "std": 127.5,
     "faces": {"cascade": [{"detector": "yunet"}], "size": 64},
-}  # fmt: skip
+}
 #: The YuNet model every bundle carries (pulled by `make setup` with the zoo data).
 YUNET = Path(__file__).resolve().parents[1] / "data" / "raw" / "zoo" / YUNET_FILE
 
@@ -37,16 +41,25 @@ def make_bundle(folder: Path, seed: int, meta: dict[str, Any] = META) -> tuple[P
         c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)) for i, c in enumerate(CLASSES)
     }
     texts = {c: class_rules(trees[c], x, predicted == i) for i, c in enumerate(CLASSES)}
-    rules = {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
-             "trees": {c: tree.to_dict() for c, tree in trees.items()},
-             "rules": {c: {"text": r.text, "rules": r.rules} for c, r in texts.items()}}  # fmt: skip
+    rules = {
+        "classes": list(CLASSES),
+        "patterns": patterns(x, predicted, CLASSES),
+        "trees": {c: tree.to_dict() for c, tree in trees.items()},
+        "rules": {c: {"text": r.text, "rules": r.rules} for c, r in texts.items()},
+    }
     (folder / "rules.json").write_text(json.dumps(rules))
     build_bundle(folder / "bundle", folder / "model.onnx", meta, folder / "rules.json", YUNET)
     return folder / "bundle", folder / "model.pt"
 
 
-def register_tiny(tracking_uri: str, folder: Path, seed: int, name: str, experiment: str,
-                  params: dict[str, str] | None = None) -> tuple[Path, str, dict[str, Any]]:  # fmt: skip
+def register_tiny(
+    tracking_uri: str,
+    folder: Path,
+    seed: int,
+    name: str,
+    experiment: str,
+    params: dict[str, str] | None = None,
+) -> tuple[Path, str, dict[str, Any]]:
     """A :func:`make_bundle` registered in a real MLflow server from a fresh run of
     ``experiment`` (test accuracy 0.4); returns the bundle, the run id and the gate's decision."""
     import mlflow
@@ -58,6 +71,7 @@ def register_tiny(tracking_uri: str, folder: Path, seed: int, name: str, experim
     bundle, weights = make_bundle(folder, seed)
     with mlflow.start_run() as run:
         mlflow.log_params(params or {})
-    decision = register_bundle(bundle, weights, run.info.run_id, {"split_definition": "s"}, 0.4,
-                               name=name)  # fmt: skip
+    decision = register_bundle(
+        bundle, weights, run.info.run_id, {"split_definition": "s"}, 0.4, name=name
+    )
     return bundle, run.info.run_id, decision

@@ -61,8 +61,13 @@ def _check_rows(rows: list[dict], expected: dict[str, list[dict]], labels: list[
             np.testing.assert_allclose(probs, expected_probs, atol=2e-6)
 
 
-def test_folder_to_csv_and_jsonl_matches_predictor(tmp_path: Path, bundle: Path, predictor: Predictor,
-                                                   frames: list[Path], bad_files: dict[str, Path]) -> None:  # fmt: skip
+def test_folder_to_csv_and_jsonl_matches_predictor(
+    tmp_path: Path,
+    bundle: Path,
+    predictor: Predictor,
+    frames: list[Path],
+    bad_files: dict[str, Path],
+) -> None:
     folder = tmp_path / "in"
     (folder / "nested").mkdir(parents=True)
     for i, frame in enumerate(frames):  # half of them one folder down: folders are recursive
@@ -74,10 +79,29 @@ def test_folder_to_csv_and_jsonl_matches_predictor(tmp_path: Path, bundle: Path,
     # The console script, as a user runs it: exit 0 despite the corrupt file, which is logged.
     out_csv = tmp_path / "out" / "faces.csv"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    done = subprocess.run([sys.executable, "-m", "ferops.analyse", "analyse", str(folder),
-                           "--bundle", str(bundle), "--out", str(out_csv), "--quiet",
-                           "--providers", "cpu", "--batch", "4"],
-                          check=False, capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ferops.analyse",
+            "analyse",
+            str(folder),
+            "--bundle",
+            str(bundle),
+            "--out",
+            str(out_csv),
+            "--quiet",
+            "--providers",
+            "cpu",
+            "--batch",
+            "4",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "corrupt.webp" in done.stderr and "1 bad files skipped" in done.stderr
     assert f"{len(frames)} images, 0 videos" in done.stderr
@@ -95,7 +119,9 @@ def test_folder_to_csv_and_jsonl_matches_predictor(tmp_path: Path, bundle: Path,
     assert summary.images == len(frames) and summary.faces == len(rows)
 
 
-def _write_video(path: Path, frames: list[Path], seconds_each: float, fps: int, fourcc: str) -> None:
+def _write_video(
+    path: Path, frames: list[Path], seconds_each: float, fps: int, fourcc: str
+) -> None:
     size = (480, 360)
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
     assert writer.isOpened(), f"this OpenCV cannot write {fourcc}"
@@ -106,7 +132,9 @@ def _write_video(path: Path, frames: list[Path], seconds_each: float, fps: int, 
     writer.release()
 
 
-def test_video_timeline_and_annotation(tmp_path: Path, predictor: Predictor, sfew_root: Path) -> None:
+def test_video_timeline_and_annotation(
+    tmp_path: Path, predictor: Predictor, sfew_root: Path
+) -> None:
     # mp4v (.mp4) and MJPG (.avi) are what this OpenCV build writes; avc1 / H.264 is not.
     video = tmp_path / "clip.mp4"
     clear = [sfew_root / name for name in CLEAR_FRAMES]
@@ -116,8 +144,9 @@ def test_video_timeline_and_annotation(tmp_path: Path, predictor: Predictor, sfe
 
     out = tmp_path / "video.jsonl"
     annotated = tmp_path / "annotated.mp4"
-    summary = analyse_paths(predictor, [video, broken], out, fps=2.0, smooth_s=1.0,
-                            annotate=annotated, progress=False)  # fmt: skip
+    summary = analyse_paths(
+        predictor, [video, broken], out, fps=2.0, smooth_s=1.0, annotate=annotated, progress=False
+    )
     assert summary.bad == {str(broken): "unreadable_video"}
     assert summary.videos == 2 and summary.frames == 8  # 4 s at 2 frames a second
 
@@ -156,7 +185,10 @@ def test_follow_principal_keeps_the_same_face_and_smooth_is_centred() -> None:
     a, b = [0, 0, 100, 100], [200, 0, 300, 100]
     frames = [
         [{"box": a, "principal": True}, {"box": b, "principal": False}],
-        [{"box": [205, 0, 305, 100], "principal": True}, {"box": [5, 0, 105, 100], "principal": False}],
+        [
+            {"box": [205, 0, 305, 100], "principal": True},
+            {"box": [5, 0, 105, 100], "principal": False},
+        ],
         [],
         [{"box": [500, 500, 600, 600], "principal": True}],  # lost: the detector's principal
     ]

@@ -10,7 +10,9 @@ from ferops.augment import AugmentConfig, augment_image, random_square_crop
 
 def test_configured_count_and_shapes() -> None:
     image = np.arange(100 * 100, dtype=np.uint32).reshape(100, 100).astype(np.uint8)
-    config = AugmentConfig(ops=("original", "flip", "stretch", "widen", "flip_stretch"), factor=1.2)
+    config = AugmentConfig(
+        ops=("original", "flip", "stretch", "widen", "flip_stretch"), factor=1.2
+    )
     out = augment_image(image, config)
     assert list(out) == list(config.ops)
     assert out["original"].shape == (100, 100)

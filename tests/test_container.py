@@ -32,23 +32,39 @@ IMAGE = "localhost/ferops-test:cpu"
 
 def _podman(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
     env = dict(os.environ, CONTAINERS_CONF=str(ROOT / "scripts" / "containers.conf"))
-    return subprocess.run(["podman", *args], env=env, capture_output=True, text=True,
-                          timeout=timeout, check=check)  # fmt: skip
+    return subprocess.run(
+        ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout, check=check
+    )
 
 
 def test_the_cpu_image_builds_runs_and_answers(tmp_path: Path, clear_frame: Path) -> None:
     home = tmp_path / "bentoml"
-    env = dict(os.environ, BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true",
-               PYTHON=sys.executable)  # fmt: skip
+    env = dict(
+        os.environ, BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", PYTHON=sys.executable
+    )
     bundle, _ = make_bundle(tmp_path / "bundle", seed=5)
-    store = ("from pathlib import Path; from ferops.packaging import store_bundle; "
-             f"print(store_bundle(Path({str(bundle)!r}), {{'source': 'container test'}}))")  # fmt: skip
-    model = subprocess.run([sys.executable, "-c", store], env=env, capture_output=True, text=True,
-                           check=True).stdout.strip().splitlines()[-1]  # fmt: skip
+    store = (
+        "from pathlib import Path; from ferops.packaging import store_bundle; "
+        f"print(store_bundle(Path({str(bundle)!r}), {{'source': 'container test'}}))"
+    )
+    model = (
+        subprocess.run(
+            [sys.executable, "-c", store], env=env, capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
 
     started = time.monotonic()
-    build = subprocess.run(["bash", str(ROOT / "scripts" / "container.sh"), IMAGE], cwd=ROOT,
-                           env=env, capture_output=True, text=True, timeout=2400, check=False)  # fmt: skip
+    build = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "container.sh"), IMAGE],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=2400,
+        check=False,
+    )
     build_s = time.monotonic() - started
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-5000:]
     size = int(_podman("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout.strip())
@@ -61,13 +77,16 @@ def test_the_cpu_image_builds_runs_and_answers(tmp_path: Path, clear_frame: Path
         try:
             wait_http(f"{url}/readyz", timeout=300)
         except TimeoutError:
-            pytest.fail(f"the container did not start:\n{_podman('logs', name, check=False).stdout[-3000:]}")
+            logs = _podman("logs", name, check=False).stdout[-3000:]
+            pytest.fail(f"the container did not start:\n{logs}")
         frame = clear_frame.read_bytes()
         answer = requests.post(f"{url}/predict", files={"image": ("f.webp", frame)}, timeout=120)
         first_answer_s = time.monotonic() - started
         assert answer.status_code == 200 and answer.json()["faces"], answer.text[:300]
         assert answer.json()["model"] == model
-        explained = requests.post(f"{url}/explain", files={"image": ("f.webp", frame)}, timeout=120)
+        explained = requests.post(
+            f"{url}/explain", files={"image": ("f.webp", frame)}, timeout=120
+        )
         assert explained.status_code == 200, explained.text[:300]
         assert explained.json()["faces"][0]["explanation"]["occlusion"]["cells"]
         page = requests.get(f"{url}/ui/", timeout=30)

@@ -37,3 +37,59 @@ def test_stage_deps_cover_the_code_each_stage_runs() -> None:
         if missing:
             problems[name] = sorted(missing)
     assert not problems, f"deps missing from dvc.yaml: {problems}"
+
+
+def _options(script: Path) -> dict[str, bool]:
+    """``--option`` → required, for every ``add_argument`` call of a stage script."""
+    options = {}
+    for node in ast.walk(ast.parse(script.read_text())):
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "add_argument":
+            name = (
+                node.args[0].value if node.args and isinstance(node.args[0], ast.Constant) else ""
+            )
+            required = any(
+                k.arg == "required" and getattr(k.value, "value", False) for k in node.keywords
+            )
+            if name.startswith("--"):
+                options[name] = required
+    return options
+
+
+def _declared(stage: dict) -> list[str]:
+    paths = []
+    for key in ("deps", "outs", "metrics", "plots"):
+        for item in stage.get(key, []):
+            paths.append(next(iter(item)) if isinstance(item, dict) else item)
+    return paths
+
+
+def test_paths_live_in_dvc_yaml_and_agree_with_the_scripts() -> None:
+    """Each stage's cmd gives every required option of its script (no path defaults in the
+    scripts), names no option the script lacks, and every path it passes is a declared dep,
+    out, metric or plot, inside one, or a folder holding one (the zoo: only the model file a
+    stage reads is its dep)."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        words = stage["cmd"].split()
+        script = ROOT / words[1]
+        options = _options(script)
+        given = [w for w in words[2:] if w.startswith("--")]
+        assert set(given) <= set(options), (name, sorted(set(given) - set(options)))
+        missing = [o for o, required in options.items() if required and o not in given]
+        assert not missing, f"stage {name} does not pass {missing}"
+        declared = _declared(stage)
+        for word in words[2:]:
+            if word.startswith("--") or "/" not in word:
+                continue
+            inside = (
+                word == d or word.startswith(d + "/") or d.startswith(word + "/") for d in declared
+            )
+            assert any(inside), f"stage {name} passes {word}, which dvc.yaml does not declare"
+
+
+def test_pretraining_reads_nothing_derived_from_sfew() -> None:
+    """``pretrain``'s data inputs come from FER2013 only (its teacher logits included), so a
+    change of the SFEW chips (another CPU's floats) never reruns the pre-training."""
+    stage = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]["pretrain"]
+    data = [d for d in stage["deps"] if d.startswith("data/")]
+    assert data and all("sfew" not in d and "prepared" not in d for d in data), data

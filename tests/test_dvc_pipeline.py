@@ -23,7 +23,7 @@ TINY = {
     "pretrain": {"epochs": 1, "batch_size": 32, "input_size": 32, "resize": 36},
     "train": {"epochs": 2, "batch_size": 16, "input_size": 32, "resize": 36},
     "crossval": {"max_folds": 2},
-}  # fmt: skip
+}
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -34,7 +34,9 @@ def _merge(base: dict, over: dict) -> dict:
 
 
 def _run(cmd: list[str], cwd: Path, env: dict) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900, check=False
+    )
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
     return proc.stdout + proc.stderr
 
@@ -72,8 +74,13 @@ def project(tmp_path_factory: pytest.TempPathFactory, sfew_root: Path, fer_root:
 def env(mlflow_server: str) -> dict:
     env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t", DVC_NO_ANALYTICS="1")  # fmt: skip
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        DVC_NO_ANALYTICS="1",
+    )
     env["PYTHONPATH"] = "src"  # run the copied code, the code DVC hashed
     return env
 
@@ -107,13 +114,18 @@ def test_mlflow_server_holds_the_run(project: Path, mlflow_server: str) -> None:
     assert run.data.tags["data.sfew_md5"] != "unknown"
     history = client.get_metric_history(run_id, "val_acc")
     assert [m.step for m in history] == [1, 2]
-    assert {"train_loss", "test_accuracy", "test_recall_Happy", "crossval_accuracy_mean"} <= set(run.data.metrics)
+    assert {"train_loss", "test_accuracy", "test_recall_Happy", "crossval_accuracy_mean"} <= set(
+        run.data.metrics
+    )
     evaluate = json.loads((project / "metrics/evaluate.json").read_text())
     assert run.data.metrics["test_accuracy"] == pytest.approx(evaluate["accuracy"])
     artifacts = {a.path for a in client.list_artifacts(run_id, "plots/train")}
     artifacts |= {a.path for a in client.list_artifacts(run_id, "plots/evaluate")}
-    assert {"plots/train/curves.png", "plots/evaluate/confusion.png",
-            "plots/evaluate/misclassified.png"} <= artifacts  # fmt: skip
+    assert {
+        "plots/train/curves.png",
+        "plots/evaluate/confusion.png",
+        "plots/evaluate/misclassified.png",
+    } <= artifacts
     pretrain = client.get_run(run.data.tags["pretrain_run_id"])
     assert len(client.get_metric_history(pretrain.info.run_id, "val_acc")) == 1
 
@@ -148,7 +160,9 @@ def test_features_csv_has_the_papers_columns(project: Path) -> None:
 
     rows = read_csv(project / "data/features/features.csv")
     assert {r["split"] for r in rows} == {"train", "val", "test"}
-    assert [k for k in rows[0] if k.startswith("feature")] == [f"feature{i}" for i in range(1, 513)]
+    assert [k for k in rows[0] if k.startswith("feature")] == [
+        f"feature{i}" for i in range(1, 513)
+    ]
     assert {r["predicted_label"] for r in rows} <= set(CLASSES)
 
 

@@ -76,8 +76,14 @@ def test_json_round_trip_gives_identical_decisions(synthetic) -> None:
 
 
 def test_corrupt_tree_arrays_are_rejected() -> None:
-    bad = {"children_left": [5, -1, -1], "children_right": [2, -1, -1], "feature": [0, 0, 0],
-           "threshold": [0.5, 0, 0], "positive": [0.5, 1, 0], "samples": [2, 1, 1]}  # fmt: skip
+    bad = {
+        "children_left": [5, -1, -1],
+        "children_right": [2, -1, -1],
+        "feature": [0, 0, 0],
+        "threshold": [0.5, 0, 0],
+        "positive": [0.5, 1, 0],
+        "samples": [2, 1, 1],
+    }
     with pytest.raises(ValueError, match="outside"):
         Tree(bad)
 
@@ -231,26 +237,57 @@ def test_explain_stage_fits_on_the_networks_answers(
     augmented.mkdir()
     for i, face in enumerate(faces[30:]):
         cv2.imwrite(str(augmented / f"{i}.png"), face)
-    write_csv(augmented / "augmented.csv",
-              [{"path": f"{i}.png", "label_index": 0} for i in range(12)])  # fmt: skip
+    write_csv(
+        augmented / "augmented.csv", [{"path": f"{i}.png", "label_index": 0} for i in range(12)]
+    )
     test_faces = _real_faces(fer_root, "publictest", 25)
     x_test, p_test = ask_network(model, list(test_faces), META["resize"], META["input_size"])
-    write_csv(tmp_path / "features.csv",
-              [{"image_id": i, "split": "test", "predicted_label": CLASSES[p],
-                **{f"feature{j + 1}": float(v) for j, v in enumerate(row)}}
-               for i, (row, p) in enumerate(zip(x_test, p_test, strict=True))])  # fmt: skip
-    section = {"max_depth": 2, "min_samples_leaf": 1, "criterion": "gini", "seed": 1,
-               "depth_curve": [1, 2, 3], "fer2013_faces": 20, "flip": True,
-               "device": "cpu"}  # fmt: skip
+    write_csv(
+        tmp_path / "features.csv",
+        [
+            {
+                "image_id": i,
+                "split": "test",
+                "predicted_label": CLASSES[p],
+                **{f"feature{j + 1}": float(v) for j, v in enumerate(row)},
+            }
+            for i, (row, p) in enumerate(zip(x_test, p_test, strict=True))
+        ],
+    )
+    section = {
+        "max_depth": 2,
+        "min_samples_leaf": 1,
+        "criterion": "gini",
+        "seed": 1,
+        "depth_curve": [1, 2, 3],
+        "fer2013_faces": 20,
+        "flip": True,
+        "device": "cpu",
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"explain": section}))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     start_run(tmp_path / "run.json", "explain-test", {"stage": "test"})
 
-    args = ["--params", str(tmp_path / "params.yaml"), "--model", str(tmp_path / "model.pt"),
-            "--augmented", str(augmented), "--fer2013", str(tmp_path / "fer2013.npz"),
-            "--features", str(tmp_path / "features.csv"), "--run", str(tmp_path / "run.json"),
-            "--out", str(tmp_path / "rules"), "--metrics", str(tmp_path / "explain.json"),
-            "--plots", str(tmp_path / "plots")]  # fmt: skip
+    args = [
+        "--params",
+        str(tmp_path / "params.yaml"),
+        "--model",
+        str(tmp_path / "model.pt"),
+        "--augmented",
+        str(augmented),
+        "--fer2013",
+        str(tmp_path / "fer2013.npz"),
+        "--features",
+        str(tmp_path / "features.csv"),
+        "--run",
+        str(tmp_path / "run.json"),
+        "--out",
+        str(tmp_path / "rules"),
+        "--metrics",
+        str(tmp_path / "explain.json"),
+        "--plots",
+        str(tmp_path / "plots"),
+    ]
     assert explain.main(args) == 0
 
     metrics = json.loads((tmp_path / "explain.json").read_text())

@@ -14,6 +14,7 @@ from onnx import numpy_helper
 
 from ferops.config import load_section
 from ferops.data import CLASSES
+from ferops.digests import file_digest
 from ferops.explanation import softmax
 from ferops.export import (
     RANGE_BITS,
@@ -37,7 +38,6 @@ from ferops.inference import (
     choose_providers,
     cuda_device_count,
     make_session,
-    sha256,
 )
 from ferops.model import FerResNet
 from ferops.rules import RuleConfig, fit_tree, patterns
@@ -46,8 +46,14 @@ from tests.bundles import YUNET
 
 SIZE = 32
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
-META = {"classes": list(CLASSES), "input_size": SIZE, "resize": 36, "mean": 127.5, "std": 127.5,
-        "faces": {"cascade": [{"detector": "yunet"}], "size": 64}}  # fmt: skip
+META = {
+    "classes": list(CLASSES),
+    "input_size": SIZE,
+    "resize": 36,
+    "mean": 127.5,
+    "std": 127.5,
+    "faces": {"cascade": [{"detector": "yunet"}], "size": 64},
+}
 
 
 @pytest.fixture(scope="module")
@@ -98,12 +104,19 @@ def test_same_weights_export_to_the_same_bytes_from_any_checkout(exported, tmp_p
     checkout = tmp_path / "elsewhere"
     shutil.copytree(Path(ferops.__file__).parent, checkout / "ferops")
     second = tmp_path / "again.onnx"
-    script = ("import sys; from pathlib import Path; from ferops.export import export_onnx; "
-              "from ferops.model import load_checkpoint; m, meta = load_checkpoint(Path(sys.argv[1])); "
-              "export_onnx(m, meta['input_size'], Path(sys.argv[2]))")  # fmt: skip
+    script = (
+        "import sys; from pathlib import Path; from ferops.export import export_onnx; "
+        "from ferops.model import load_checkpoint; m, meta = load_checkpoint(Path(sys.argv[1])); "
+        "export_onnx(m, meta['input_size'], Path(sys.argv[2]))"
+    )
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.pt"), str(second)],
-                   env=env, cwd=tmp_path, check=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model.pt"), str(second)],
+        env=env,
+        cwd=tmp_path,
+        check=True,
+        timeout=300,
+    )
     digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (first, second)]
     assert digest[0] == digest[1]
     assert str(checkout).encode() not in second.read_bytes()
@@ -114,9 +127,14 @@ def _rules() -> dict:
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, size=(200, 512))
     predicted = rng.integers(0, len(CLASSES), size=200)
-    return {"classes": list(CLASSES), "patterns": patterns(x, predicted, CLASSES),
-            "trees": {c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
-                      for i, c in enumerate(CLASSES)}}  # fmt: skip
+    return {
+        "classes": list(CLASSES),
+        "patterns": patterns(x, predicted, CLASSES),
+        "trees": {
+            c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)).to_dict()
+            for i, c in enumerate(CLASSES)
+        },
+    }
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +146,9 @@ def bundle(exported, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "bundle"
 
 
-def test_predictor_detects_classifies_and_explains_a_real_frame(bundle: Path, clear_frame: Path) -> None:
+def test_predictor_detects_classifies_and_explains_a_real_frame(
+    bundle: Path, clear_frame: Path
+) -> None:
     predictor = Predictor(bundle)
     assert predictor.providers[0] in ("CPUExecutionProvider", "CUDAExecutionProvider")
     faces = predictor.analyse(read_image(clear_frame), explain=True)
@@ -147,8 +167,13 @@ def _input_from_corners(rgb: np.ndarray, corners: list[list[float]], size: int) 
     src = np.asarray(corners[:3], np.float32) - 0.5  # pixel edges → pixel centres
     dst = np.array([[0, 0], [size, 0], [size, size]], np.float32) - 0.5
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return cv2.warpAffine(gray, cv2.getAffineTransform(src, dst), (size, size),
-                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    return cv2.warpAffine(
+        gray,
+        cv2.getAffineTransform(src, dst),
+        (size, size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
 
 
 @pytest.mark.parametrize("max_side", [1600, 480])  # 480: faces found on a shrunk copy
@@ -193,8 +218,10 @@ def test_bundle_and_torch_agree_on_real_faces(bundle: Path, exported, fer_root: 
 
 def test_serving_preprocess_equals_training_eval_path() -> None:
     rng = np.random.default_rng(3)
-    crops = [rng.integers(0, 256, (256, 256), dtype=np.uint8),
-             rng.integers(0, 256, (294, 256), dtype=np.uint8)]  # fmt: skip
+    crops = [
+        rng.integers(0, 256, (256, 256), dtype=np.uint8),
+        rng.integers(0, 256, (294, 256), dtype=np.uint8),
+    ]
     ours = Preprocess(SIZE, 36, 127.5, 127.5)(crops)
     theirs, _ = FaceSet(crops, [0, 0], 36).batch(np.arange(2), SIZE, None)
     np.testing.assert_array_equal(ours, theirs.numpy())
@@ -261,7 +288,7 @@ def test_int8_bytes_are_deterministic_even_when_float_noise_moves_the_ranges(
     again, nudged = tmp_path / "again.onnx", tmp_path / "nudged.onnx"
     quantize_int8(path, again, calibration)
     quantize_int8(path, nudged, calibration * np.float32(1 - 1e-6))
-    digest = {sha256(p) for p in (quantized, again, nudged)}
+    digest = {file_digest(p) for p in (quantized, again, nudged)}
     assert len(digest) == 1
 
 
@@ -284,8 +311,9 @@ def test_manifest_selects_the_precision_params_ask_for(
     for precision in ("int8", "fp32"):
         config = ExportConfig.from_section({"precision": precision})
         folder = tmp_path / precision
-        manifest = build_bundle(folder, path, META, rules, YUNET, int8_path=quantized,
-                                precision=config.precision)  # fmt: skip
+        manifest = build_bundle(
+            folder, path, META, rules, YUNET, int8_path=quantized, precision=config.precision
+        )
         assert manifest["precision"] == precision
         assert set(MODEL_FILES.values()) <= set(manifest["files"])
         served = Predictor(folder, providers="cpu")

@@ -27,10 +27,22 @@ def test_fer2013_stage_on_a_real_subset(tmp_path: Path, fer_root: Path) -> None:
     (raw / "train" / "Angry" / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump({"fer2013": {"size": 48}, "prepare": {"faces": {"size": 64}}}))
+    params.write_text(
+        yaml.safe_dump({"fer2013": {"size": 48}, "prepare": {"faces": {"size": 64}}})
+    )
     out, metrics = tmp_path / "out", tmp_path / "m.json"
-    argv = ["--params", str(params), "--raw", str(raw), "--zoo", str(RAW_ZOO), "--out", str(out),
-            "--metrics", str(metrics)]  # fmt: skip
+    argv = [
+        "--params",
+        str(params),
+        "--raw",
+        str(raw),
+        "--zoo",
+        str(RAW_ZOO),
+        "--out",
+        str(out),
+        "--metrics",
+        str(metrics),
+    ]
     assert fer2013.main(argv) == 0
 
     arrays = np.load(out / "fer2013.npz")

@@ -90,7 +90,11 @@ def test_aspect_limit_rejects_on_the_header() -> None:
         with pytest.raises(ImageDecodeError) as info:
             decode_image(data, max_aspect=limit)
         assert info.value.reason == "bad_aspect"
-    assert decode_image(_encode(Image.new("L", (32, 8)), "PNG"), max_aspect=4.0).shape == (8, 32, 3)
+    assert decode_image(_encode(Image.new("L", (32, 8)), "PNG"), max_aspect=4.0).shape == (
+        8,
+        32,
+        3,
+    )
 
 
 def test_16bit_levels_scale_exactly() -> None:

@@ -1,4 +1,4 @@
-"""ferops.serving.WorkLane without a server: bounded queue, deadline, errors as answers."""
+"""ferops.api.WorkLane without a server: bounded queue, deadline, errors as answers."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ferops.serving import Door, RequestError, RequestGuard, WorkLane, crop_flag
+from ferops.api import Door, RequestError, RequestGuard, WorkLane, crop_flag
 
 
 def test_a_full_lane_answers_503_with_retry_after_and_runs_nothing_more() -> None:
@@ -88,15 +88,24 @@ def _multipart(image: bytes, crop: str | None) -> tuple[bytes, bytes]:
         b"Content-Type: image/jpeg\r\n\r\n" + image + b"\r\n"
     ]
     if crop is not None:
-        parts.append(b'--b0undary\r\nContent-Disposition: form-data; name="crop"\r\n\r\n'
-                     + crop.encode() + b"\r\n")  # fmt: skip
+        parts.append(
+            b'--b0undary\r\nContent-Disposition: form-data; name="crop"\r\n\r\n'
+            + crop.encode()
+            + b"\r\n"
+        )
     return b"".join(parts) + b"--b0undary--\r\n", b"multipart/form-data; boundary=" + boundary
 
 
 def test_crop_flag_is_read_from_the_raw_body() -> None:
     image = bytes(range(256)) * 100
-    for value, expected in [("true", True), ("1", True), ("True", True), ("false", False),
-                            ("0", False), (None, False)]:  # fmt: skip
+    for value, expected in [
+        ("true", True),
+        ("1", True),
+        ("True", True),
+        ("false", False),
+        ("0", False),
+        (None, False),
+    ]:
         assert crop_flag(_multipart(image, value)[0]) is expected, value
 
 
@@ -125,15 +134,24 @@ def test_the_door_refuses_a_full_lane_before_the_app_parses_anything() -> None:
         async def send(message: dict) -> None:
             sent.append(message)
 
-        scope = {"type": "http", "method": "POST", "path": "/predict",
-                 "headers": [(b"content-type", content_type)]}  # fmt: skip
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/predict",
+            "headers": [(b"content-type", content_type)],
+        }
         await guard(scope, receive, send)
-        return {"status": sent[0]["status"], "headers": dict(sent[0]["headers"]),
-                "body": sent[1]["body"]}  # fmt: skip
+        return {
+            "status": sent[0]["status"],
+            "headers": dict(sent[0]["headers"]),
+            "body": sent[1]["body"],
+        }
 
     async def scenario() -> list:
         door = Door()
-        door.open({crop: WorkLane(name, 1, 10) for crop, name in ((False, "frames"), (True, "crops"))})
+        door.open(
+            {crop: WorkLane(name, 1, 10) for crop, name in ((False, "frames"), (True, "crops"))}
+        )
         guard = RequestGuard(app, door=door)
         frame = _multipart(b"\xff\xd8" + bytes(230_000), None)
         crop = _multipart(b"\xff\xd8" + bytes(5_000), "true")

@@ -117,8 +117,10 @@ def test_sensitivity_is_scaled_clipped_and_flat_when_nothing_matters() -> None:
 
 
 def test_json_form() -> None:
-    occlusion = sensitivity(np.array([1.0, 0.0]), np.array([[0.0 if k == GRID + 2 else 1.0, 0.0]
-                                                            for k in range(GRID * GRID)]))  # fmt: skip
+    occlusion = sensitivity(
+        np.array([1.0, 0.0]),
+        np.array([[0.0 if k == GRID + 2 else 1.0, 0.0] for k in range(GRID * GRID)]),
+    )
     record = occlusion.to_dict()
     assert record["grid"] == GRID and len(record["cells"]) == GRID
     assert all(len(row) == GRID for row in record["cells"]) and record["cells"][1][2] == 1.0

@@ -101,12 +101,30 @@ def test_prepare_stage_end_to_end(tmp_path: Path, small_raw: Path, no_face: str)
     from pipelines import prepare
 
     params = tmp_path / "params.yaml"
-    params.write_text(yaml.safe_dump(
-        {"prepare": {"faces": FAST_FACES, "no_face": no_face, "workers": 2}}))  # fmt: skip
+    params.write_text(
+        yaml.safe_dump({"prepare": {"faces": FAST_FACES, "no_face": no_face, "workers": 2}})
+    )
     out, metrics_path = tmp_path / "prepared", tmp_path / "metrics.json"
     sheet = tmp_path / "sheet.png"
-    assert prepare.main(["--params", str(params), "--raw", str(small_raw), "--zoo", str(RAW_ZOO), "--out", str(out),
-                         "--metrics", str(metrics_path), "--sheet", str(sheet)]) == 0  # fmt: skip
+    assert (
+        prepare.main(
+            [
+                "--params",
+                str(params),
+                "--raw",
+                str(small_raw),
+                "--zoo",
+                str(RAW_ZOO),
+                "--out",
+                str(out),
+                "--metrics",
+                str(metrics_path),
+                "--sheet",
+                str(sheet),
+            ]
+        )
+        == 0
+    )
 
     rows = {r["image_id"]: r for r in read_csv(out / "manifest.csv")}
     assert len(rows) == len(list(small_raw.rglob("*.webp")))
@@ -123,7 +141,12 @@ def test_prepare_stage_end_to_end(tmp_path: Path, small_raw: Path, no_face: str)
         assert len(json.loads(row["candidates"])) == int(row["faces_found"])
 
     quarantine = read_csv(out / "quarantine.csv")
-    assert {q["reason"] for q in quarantine} == {"empty", "corrupt", "not_an_image", "label_conflict"}
+    assert {q["reason"] for q in quarantine} == {
+        "empty",
+        "corrupt",
+        "not_an_image",
+        "label_conflict",
+    }
     metrics = json.loads(metrics_path.read_text())
     assert metrics["quarantined"] == 3 and metrics["label_conflicts"] == 2
     assert metrics["decoded"] == len(rows) - 5

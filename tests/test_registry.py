@@ -35,8 +35,9 @@ def _run_id(metrics: dict[str, float] | None = None) -> str:
         return run.info.run_id
 
 
-def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path: Path,
-                                                         clear_frame: Path) -> None:  # fmt: skip
+def test_register_twice_is_one_version_and_gate_decides(
+    registry: str, tmp_path: Path, clear_frame: Path
+) -> None:
     from mlflow.tracking import MlflowClient
 
     from ferops.registry import register_bundle
@@ -64,8 +65,14 @@ def test_register_twice_is_one_version_and_gate_decides(registry: str, tmp_path:
     assert client.get_model_version_by_alias(name, "champion").version == "3"
 
     other_split, w4 = make_bundle(tmp_path / "d", seed=4)
-    d4 = register_bundle(other_split, w4, _run_id(), {**tags, "split_definition": "zzz"},
-                         test_accuracy=0.99, name=name)  # fmt: skip
+    d4 = register_bundle(
+        other_split,
+        w4,
+        _run_id(),
+        {**tags, "split_definition": "zzz"},
+        test_accuracy=0.99,
+        name=name,
+    )
     assert d4["alias"] == "challenger" and "not comparable" in d4["reason"]
 
     # The champion loads by alias and answers images like the bundle it was registered from.
@@ -97,7 +104,9 @@ def test_models_cli_lists_and_rolls_back(registry: str, tmp_path: Path, capsys) 
     assert cli.main(["--name", name, "list"]) == 0
     listing = capsys.readouterr().out
     assert "champion" in listing and "0.500000" in listing and "0.300000" in listing
-    assert cli.main(["--name", name, "rollback", "1", "--why", "v2 misbehaves", "--who", "qa"]) == 0
+    assert (
+        cli.main(["--name", name, "rollback", "1", "--why", "v2 misbehaves", "--who", "qa"]) == 0
+    )
     version = MlflowClient().get_model_version_by_alias(name, "champion")
     assert version.version == "1"
     assert version.tags["promotion"] == "champion: by hand, qa: v2 misbehaves"
@@ -131,8 +140,9 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
     changes = diff_rules(rules[0], rules[1], fidelity[0], fidelity[1])
     assert [c.name for c in changes] == list(CLASSES)
     assert any(c.changed and (c.conditions_added or c.conditions_removed) for c in changes)
-    assert out.splitlines()[0].startswith(f"rules of {name} v1 → v2: "
-                                          f"{sum(c.changed for c in changes)} of 7 classes changed")  # fmt: skip
+    assert out.splitlines()[0].startswith(
+        f"rules of {name} v1 → v2: {sum(c.changed for c in changes)} of 7 classes changed"
+    )
     assert "mean held-out fidelity 0.8700 → 0.9200" in out
     before, after = class_rules(rules[0]), class_rules(rules[1])
     # each class's own lines: from "<Class>: " to the next class's header
@@ -141,7 +151,9 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
     assert sorted(blocks) == sorted(CLASSES)
     for change in changes:
         block = blocks[change.name]
-        assert f"{100 * change.fidelity_before:.1f} % → {100 * change.fidelity_after:.1f} %" in block
+        assert (
+            f"{100 * change.fidelity_before:.1f} % → {100 * change.fidelity_after:.1f} %" in block
+        )
         assert "(+5.0 points)" in block
         if change.changed:
             assert f"v1: {before[change.name]['text']}" in block
@@ -164,9 +176,17 @@ def test_rule_diff_of_hand_made_trees() -> None:
     from ferops.rules import class_rules
 
     def rules(threshold: float) -> dict:
-        tree = {"children_left": [1, -1, -1], "children_right": [2, -1, -1], "feature": [4, -2, -2],
-                "threshold": [threshold, 0, 0], "positive": [0.5, 0.1, 0.9], "samples": [10, 5, 5]}  # fmt: skip
-        text = class_rules(Tree(tree), np.zeros((1, 8)), np.zeros(1, bool)).text  # as explain writes it
+        tree = {
+            "children_left": [1, -1, -1],
+            "children_right": [2, -1, -1],
+            "feature": [4, -2, -2],
+            "threshold": [threshold, 0, 0],
+            "positive": [0.5, 0.1, 0.9],
+            "samples": [10, 5, 5],
+        }
+        text = class_rules(
+            Tree(tree), np.zeros((1, 8)), np.zeros(1, bool)
+        ).text  # as explain writes it
         return {"classes": ["A"], "trees": {"A": tree}, "rules": {"A": {"text": text}}}
 
     (same,) = diff_rules(rules(0.5), rules(0.5), {"A": 0.9}, {"A": 0.9})
@@ -176,11 +196,14 @@ def test_rule_diff_of_hand_made_trees() -> None:
     assert moved.conditions_added == ["(feature5 > 0.250)"]
     assert moved.conditions_removed == ["(feature5 > 0.500)"] and moved.rules_kept == 0
     text = diff_text([moved], "v1", "v2")
-    assert "A: changed; held-out fidelity 90.0 % → n/a" in text and "v2: (feature5 > 0.250)" in text
+    assert (
+        "A: changed; held-out fidelity 90.0 % → n/a" in text and "v2: (feature5 > 0.250)" in text
+    )
 
 
-def test_gate_fails_closed_when_the_champion_cannot_be_read(registry: str, tmp_path: Path,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_gate_fails_closed_when_the_champion_cannot_be_read(
+    registry: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
@@ -223,9 +246,9 @@ def test_gate_fails_closed_when_the_champion_cannot_be_read(registry: str, tmp_p
     assert client.get_model_version_by_alias(name, "champion").version == "1"
 
 
-def test_mlflow_models_predict_answers_images_like_predict(registry: str, tmp_path: Path,
-                                                          clear_frame: Path,
-                                                          bad_files: dict[str, Path]) -> None:  # fmt: skip
+def test_mlflow_models_predict_answers_images_like_predict(
+    registry: str, tmp_path: Path, clear_frame: Path, bad_files: dict[str, Path]
+) -> None:
     import base64
     import json
     import os
@@ -240,19 +263,42 @@ def test_mlflow_models_predict_answers_images_like_predict(registry: str, tmp_pa
     name, card = registry, ROOT / "MODEL_CARD.md"
     bundle, weights = make_bundle(tmp_path / "a", seed=21)
     tags = {"split_definition": "s", "git_commit": "abc123"}
-    assert register_bundle(bundle, weights, _run_id(), tags, 0.4, name=name, card=card)["alias"] == "champion"
+    assert (
+        register_bundle(bundle, weights, _run_id(), tags, 0.4, name=name, card=card)["alias"]
+        == "champion"
+    )
 
     # MLflow's JSON input: binary columns as base64 text; `crop` optional per row.
     rows = [[clear_frame, False], [clear_frame, True], [bad_files["corrupt"], False]]
     data = [[base64.b64encode(path.read_bytes()).decode(), crop] for path, crop in rows]
     request = tmp_path / "request.json"
-    request.write_text(json.dumps({"dataframe_split": {"columns": ["image", "crop"], "data": data}}))
+    request.write_text(
+        json.dumps({"dataframe_split": {"columns": ["image", "crop"], "data": data}})
+    )
     answer = tmp_path / "answer.json"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))
-    done = subprocess.run([str(Path(sys.executable).parent / "mlflow"), "models", "predict",
-                           "-m", f"models:/{name}@champion", "-i", str(request), "-t", "json",
-                           "-o", str(answer), "--env-manager", "local"],
-                          check=False, capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "models",
+            "predict",
+            "-m",
+            f"models:/{name}@champion",
+            "-i",
+            str(request),
+            "-t",
+            "json",
+            "-o",
+            str(answer),
+            "--env-manager",
+            "local",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     payload = json.loads(answer.read_text())
     whole, crop, corrupt = payload["predictions"] if isinstance(payload, dict) else payload
@@ -266,7 +312,9 @@ def test_mlflow_models_predict_answers_images_like_predict(registry: str, tmp_pa
     # The signature, the card among the version's artifacts, the descriptions from the card.
     info = mlflow.models.get_model_info(f"models:/{name}@champion")
     assert info.signature.inputs.input_names() == ["image", "crop"]
-    local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path / "dl")))
+    local = Path(
+        mlflow.artifacts.download_artifacts(f"models:/{name}/1", dst_path=str(tmp_path / "dl"))
+    )
     (logged,) = local.rglob("MODEL_CARD.md")
     assert logged.read_text() == card.read_text()
     client = MlflowClient()
@@ -278,8 +326,9 @@ def test_mlflow_models_predict_answers_images_like_predict(registry: str, tmp_pa
     assert "- git commit: abc123" in description and len(description) <= 5000
 
 
-def test_ferops_experiment_is_marked_model_training(mlflow_server: str, tmp_path: Path,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_ferops_experiment_is_marked_model_training(
+    mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from mlflow.tracking import MlflowClient
 
     from ferops.tracking import EXPERIMENT, start_run

@@ -20,14 +20,20 @@ from tests.conftest import ROOT
 EVERY = 12
 
 
-def test_spark_scores_frames_like_the_predictor(mlflow_server: str, sfew_root: Path,
-                                                 bad_files: dict[str, Path], tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_spark_scores_frames_like_the_predictor(
+    mlflow_server: str,
+    sfew_root: Path,
+    bad_files: dict[str, Path],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import pyarrow.parquet as pq
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     name = "ferops-test-spark"
-    bundle, _, decision = register_tiny(mlflow_server, tmp_path / "model", 31, name, "scoring-tests")
+    bundle, _, decision = register_tiny(
+        mlflow_server, tmp_path / "model", 31, name, "scoring-tests"
+    )
     assert decision["alias"] == "champion"
 
     images = tmp_path / "images"
@@ -39,14 +45,35 @@ def test_spark_scores_frames_like_the_predictor(mlflow_server: str, sfew_root: P
     (images / "corrupt.webp").write_bytes(bad_files["corrupt"].read_bytes())
 
     out = tmp_path / "scored.parquet"
-    env = dict(os.environ, MLFLOW_TRACKING_URI=mlflow_server,
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]))  # fmt: skip
-    cmd = [sys.executable, "-m", "ferops.analyse", "score", str(images), "--out", str(out),
-           "--model", f"models:/{name}@champion", "--master", "local[2]",
-           "--driver-memory", "1g"]  # fmt: skip
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=mlflow_server,
+        PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "ferops.analyse",
+        "score",
+        str(images),
+        "--out",
+        str(out),
+        "--model",
+        f"models:/{name}@champion",
+        "--master",
+        "local[2]",
+        "--driver-memory",
+        "1g",
+    ]
     # Its own process: the JVM and Spark's Python workers end with it.
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         log, _ = proc.communicate(timeout=600)
     finally:

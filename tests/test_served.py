@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ferops.inference import Predictor
-from ferops.served import NO_FACE, score_images, served_metrics
+from ferops.served_metrics import NO_FACE, score_images, served_metrics
 from tests.bundles import make_bundle
 from tests.conftest import CLEAR_FRAMES, png_bytes
 

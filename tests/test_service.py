@@ -39,9 +39,12 @@ def _serve(target: str, bento_home: Path, log: Path, cwd: Path = ROOT, **env: st
     handle = open(log, "w")  # noqa: SIM115 - closed by the caller's fixture
     proc = subprocess.Popen(
         [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd, env=_env(bento_home, **env), stdout=handle, stderr=subprocess.STDOUT,
+        cwd=cwd,
+        env=_env(bento_home, **env),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_http(f"{url}/readyz", timeout=180, proc=proc)
@@ -85,13 +88,15 @@ def model_tag(mlflow_server: str, bundle: tuple[Path, Path], bento_home: Path) -
     decision = register_bundle(*bundle, run_id, {"split_definition": "t"}, 0.5, name=MODEL_NAME)
     # another test module of the session may have registered this same (deterministic) bundle
     assert "champion" in ([decision["alias"]] if "alias" in decision else decision["aliases"])
-    cmd = [sys.executable, "-m", "ferops.cli", "--name", MODEL_NAME, "import-bento"]
+    cmd = [sys.executable, "-m", "ferops.models_cli", "--name", MODEL_NAME, "import-bento"]
     env = _env(bento_home, MLFLOW_TRACKING_URI=mlflow_server)
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
     tag = out.stdout.strip().splitlines()[-1]
     assert tag.startswith("ferops-resnet18:")
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
-    assert again.stdout.strip().splitlines()[-1] == tag, "the same bundle imported twice is one model"
+    assert again.stdout.strip().splitlines()[-1] == tag, (
+        "the same bundle imported twice is one model"
+    )
     return tag
 
 
@@ -121,8 +126,13 @@ def _encode(rgb: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) 
 def test_info_reports_model_and_real_providers(service: str, model_tag: str) -> None:
     info = requests.post(f"{service}/info", json={}, timeout=30).json()
     assert info["model"] == model_tag
-    assert info["metadata"]["mlflow_name"] == MODEL_NAME and info["metadata"]["mlflow_alias"] == "champion"
-    assert info["providers"][0] == ("CUDAExecutionProvider" if _has_gpu() else "CPUExecutionProvider")
+    assert (
+        info["metadata"]["mlflow_name"] == MODEL_NAME
+        and info["metadata"]["mlflow_alias"] == "champion"
+    )
+    assert info["providers"][0] == (
+        "CUDAExecutionProvider" if _has_gpu() else "CPUExecutionProvider"
+    )
     assert info["batching"] is True and info["max_batch_size"] > 1
     assert [step["detector"] for step in info["detection_cascade"]] == ["yunet"]
     spec = requests.get(f"{service}/docs.json", timeout=30).json()
@@ -147,8 +157,9 @@ def test_detect_finds_the_face(service: str, sfew_root: Path) -> None:
         assert 0 <= left < right <= 720 and 0 <= top < bottom <= 576 and right - left >= 40
 
 
-def test_predict_and_explain_agree_with_the_inference_core(service: str, bundle, sfew_root: Path,
-                                                           fer_root: Path) -> None:  # fmt: skip
+def test_predict_and_explain_agree_with_the_inference_core(
+    service: str, bundle, sfew_root: Path, fer_root: Path
+) -> None:
     local = Predictor(bundle[0], providers="cpu")
     faces = sorted((fer_root / "publictest" / "Surprise").iterdir())[:2]
     cases = [(sfew_root / f, "false") for f in CLEAR_FRAMES] + [(f, "true") for f in faces]
@@ -164,12 +175,21 @@ def test_predict_and_explain_agree_with_the_inference_core(service: str, bundle,
                 assert len(g["probabilities"]) == 7
                 assert sum(g["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
                 assert g["expression"] == e["expression"] and g["box"] == e["box"]
-                np.testing.assert_allclose(list(g["probabilities"].values()),
-                                           list(e["probabilities"].values()), atol=1e-4)  # fmt: skip
+                np.testing.assert_allclose(
+                    list(g["probabilities"].values()), list(e["probabilities"].values()), atol=1e-4
+                )
                 if route == "explain":
-                    parts = {"nearest_pattern", "important_inputs", "rules_fired", "next_most_likely"}
+                    parts = {
+                        "nearest_pattern",
+                        "important_inputs",
+                        "rules_fired",
+                        "next_most_likely",
+                    }
                     assert parts <= set(g["explanation"])
-                    assert g["explanation"]["rules_fired"]["rule"] == e["explanation"]["rules_fired"]["rule"]
+                    assert (
+                        g["explanation"]["rules_fired"]["rule"]
+                        == e["explanation"]["rules_fired"]["rule"]
+                    )
                     assert g["explanation"]["next_most_likely"]["class"] != g["expression"]
                 else:
                     assert g.get("explanation") is None
@@ -186,8 +206,18 @@ def _bad_inputs(frame: Path) -> list[tuple[str, dict, int, str | None]]:
     cases: list[tuple[str, dict, int, str | None]] = [
         ("zero_bytes", {"data": b""}, 400, "empty"),
         ("text", {"data": b"just some words\n" * 50, "name": "x.txt"}, 415, "not_an_image"),
-        ("html", {"data": b"<html><body><img src=x></body></html>", "name": "x.html"}, 415, "not_an_image"),
-        ("svg", {"data": b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="9"/></svg>'}, 415, "not_an_image"),
+        (
+            "html",
+            {"data": b"<html><body><img src=x></body></html>", "name": "x.html"},
+            415,
+            "not_an_image",
+        ),
+        (
+            "svg",
+            {"data": b'<svg xmlns="http://www.w3.org/2000/svg"><circle r="9"/></svg>'},
+            415,
+            "not_an_image",
+        ),
         ("truncated_jpeg", {"data": jpeg[: len(jpeg) // 2]}, 422, "corrupt"),
         ("truncated_webp", {"data": frame.read_bytes()[:5000]}, 422, "corrupt"),
         ("png_header_bomb", {"data": bytes(header_bomb)}, 413, "too_many_pixels"),
@@ -195,28 +225,83 @@ def _bad_inputs(frame: Path) -> list[tuple[str, dict, int, str | None]]:
         ("oversized_upload", {"data": os.urandom(17 * 1024 * 1024)}, 413, "too_large"),
         ("one_pixel", {"data": _encode(rgb[:1, :1])}, 200, "image_too_small"),
         ("no_face", {"data": _encode(np.full((240, 320, 3), 128, np.uint8))}, 200, "no_face"),
-        ("crop_not_an_image", {"data": b"%PDF-1.4 not really", "form": {"crop": "true"}}, 415, "not_an_image"),
+        (
+            "crop_not_an_image",
+            {"data": b"%PDF-1.4 not really", "form": {"crop": "true"}},
+            415,
+            "not_an_image",
+        ),
         # a crop is aligned like every face (landmarks inside it): no face, no invented expression
-        ("crop_black", {"data": _encode(np.zeros((96, 96, 3), np.uint8)), "form": {"crop": "true"}}, 200, "no_face"),
-        ("crop_noise", {"data": _encode(np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)),
-                        "form": {"crop": "true"}}, 200, "no_face"),
-        ("crop_one_pixel", {"data": _encode(rgb[:1, :1]), "form": {"crop": "true"}}, 200, "no_face"),
-        ("crop_sliver_8x4000", {"data": _encode(np.zeros((8, 4000), np.uint8) + 90), "form": {"crop": "true"}}, 422,
-         "bad_aspect"),
-        ("frame_sliver_16x4000", {"data": _encode(np.zeros((16, 4000), np.uint8) + 90)}, 422, "bad_aspect"),
+        (
+            "crop_black",
+            {"data": _encode(np.zeros((96, 96, 3), np.uint8)), "form": {"crop": "true"}},
+            200,
+            "no_face",
+        ),
+        (
+            "crop_noise",
+            {
+                "data": _encode(
+                    np.random.default_rng(0).integers(0, 256, (96, 96, 3), dtype=np.uint8)
+                ),
+                "form": {"crop": "true"},
+            },
+            200,
+            "no_face",
+        ),
+        (
+            "crop_one_pixel",
+            {"data": _encode(rgb[:1, :1]), "form": {"crop": "true"}},
+            200,
+            "no_face",
+        ),
+        (
+            "crop_sliver_8x4000",
+            {"data": _encode(np.zeros((8, 4000), np.uint8) + 90), "form": {"crop": "true"}},
+            422,
+            "bad_aspect",
+        ),
+        (
+            "frame_sliver_16x4000",
+            {"data": _encode(np.zeros((16, 4000), np.uint8) + 90)},
+            422,
+            "bad_aspect",
+        ),
         ("json_instead_of_upload", {"json": {"image": "aGVsbG8="}}, 400, None),
         ("wrong_field_name", {"files": {"picture": ("f.png", _encode(rgb))}}, 400, "bad_form"),
-        ("crop_flag_as_file", {"files": {"image": ("f.jpg", jpeg), "crop": ("c.jpg", jpeg)}}, 400, "bad_form"),
-        ("two_images", {"files": [("image", ("a.jpg", jpeg)), ("image", ("b.jpg", jpeg))]}, 400, "bad_form"),
-        ("multipart_without_boundary", {"raw": jpeg, "type": "multipart/form-data"}, 400, "bad_form"),
-        ("multipart_garbage", {"raw": b"garbage", "type": "multipart/form-data; boundary=xyz"}, 400, "bad_form"),
+        (
+            "crop_flag_as_file",
+            {"files": {"image": ("f.jpg", jpeg), "crop": ("c.jpg", jpeg)}},
+            400,
+            "bad_form",
+        ),
+        (
+            "two_images",
+            {"files": [("image", ("a.jpg", jpeg)), ("image", ("b.jpg", jpeg))]},
+            400,
+            "bad_form",
+        ),
+        (
+            "multipart_without_boundary",
+            {"raw": jpeg, "type": "multipart/form-data"},
+            400,
+            "bad_form",
+        ),
+        (
+            "multipart_garbage",
+            {"raw": b"garbage", "type": "multipart/form-data; boundary=xyz"},
+            400,
+            "bad_form",
+        ),
         ("raw_jpeg_body", {"raw": jpeg, "type": "image/jpeg"}, 400, None),
         ("bad_crop_flag", {"data": jpeg, "form": {"crop": "maybe"}}, 400, None),
     ]
     return cases
 
 
-def test_bad_inputs_get_defined_answers_and_the_server_survives(service: str, clear_frame: Path) -> None:
+def test_bad_inputs_get_defined_answers_and_the_server_survives(
+    service: str, clear_frame: Path
+) -> None:
     outcomes = {}
     for kind, req, status, code in _bad_inputs(clear_frame):
         if "json" in req:
@@ -224,10 +309,16 @@ def test_bad_inputs_get_defined_answers_and_the_server_survives(service: str, cl
         elif "files" in req:
             answer = requests.post(f"{service}/predict", files=req["files"], timeout=60)
         elif "raw" in req:
-            answer = requests.post(f"{service}/predict", data=req["raw"],
-                                   headers={"Content-Type": req["type"]}, timeout=60)  # fmt: skip
+            answer = requests.post(
+                f"{service}/predict",
+                data=req["raw"],
+                headers={"Content-Type": req["type"]},
+                timeout=60,
+            )
         else:
-            answer = _post(service, "predict", req["data"], req.get("name", "f.png"), **req.get("form", {}))
+            answer = _post(
+                service, "predict", req["data"], req.get("name", "f.png"), **req.get("form", {})
+            )
         outcomes[kind] = answer.status_code
         assert answer.status_code == status, f"{kind}: {answer.status_code} {answer.text[:300]}"
         body = answer.json()  # every answer is JSON
@@ -249,7 +340,8 @@ def _hostile_crops() -> dict[str, bytes]:
 
 
 def test_hostile_crops_get_a_4xx_at_once_while_a_valid_request_is_answered(
-        service: str, clear_frame: Path) -> None:  # fmt: skip
+    service: str, clear_frame: Path
+) -> None:
     frame = clear_frame.read_bytes()
     with ThreadPoolExecutor(4) as pool:
         valid = pool.submit(_post, service, "explain", frame)
@@ -262,10 +354,14 @@ def test_hostile_crops_get_a_4xx_at_once_while_a_valid_request_is_answered(
 
 
 @pytest.fixture(scope="module")
-def small_queue_service(model_tag: str, bento_home: Path, tmp_path_factory: pytest.TempPathFactory):
+def small_queue_service(
+    model_tag: str, bento_home: Path, tmp_path_factory: pytest.TempPathFactory
+):
     """The same model served with lanes of 2 requests: overload is easy to reach."""
     home = _own_home(bento_home, tmp_path_factory.mktemp("bentoml-small"))
-    proc, handle, url = _serve("service:FerService", home, home / "small.log", FEROPS_MAX_QUEUE="2")
+    proc, handle, url = _serve(
+        "service:FerService", home, home / "small.log", FEROPS_MAX_QUEUE="2"
+    )
     try:
         yield url, proc
     finally:
@@ -274,7 +370,8 @@ def small_queue_service(model_tag: str, bento_home: Path, tmp_path_factory: pyte
 
 
 def test_overload_answers_503_with_retry_after_and_crops_do_not_wait(
-        small_queue_service, clear_frame: Path, fer_root: Path) -> None:  # fmt: skip
+    small_queue_service, clear_frame: Path, fer_root: Path
+) -> None:
     """12 big frames at once into a frame lane of 2: the rest get 503 + Retry-After at once,
     never a 500; a crop sent meanwhile is answered from its own lane; afterwards all is well."""
     url, _ = small_queue_service
@@ -291,7 +388,9 @@ def test_overload_answers_503_with_retry_after_and_crops_do_not_wait(
         if answer.status_code == 503:
             assert answer.json()["error"] == "overloaded", answer.text
             assert int(answer.headers["Retry-After"]) >= 1
-    assert crop_answer.status_code == 200 and len(crop_answer.json()["faces"]) == 1, crop_answer.text
+    assert crop_answer.status_code == 200 and len(crop_answer.json()["faces"]) == 1, (
+        crop_answer.text
+    )
     assert _post(url, "predict", clear_frame.read_bytes()).status_code == 200
 
 
@@ -306,8 +405,11 @@ def test_a_dead_classifier_is_a_503_and_comes_back(small_queue_service, clear_fr
     url, proc = small_queue_service
     frame = clear_frame.read_bytes()
     assert _post(url, "predict", frame).status_code == 200
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "ferops-classifier" in " ".join(p.cmdline())]  # fmt: skip
+    workers = [
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if "ferops-classifier" in " ".join(p.cmdline())
+    ]
     assert workers, "no classifier process found"
     for worker in workers:
         worker.send_signal(signal.SIGKILL)
@@ -328,10 +430,12 @@ def test_unusual_but_valid_images_are_answered_correctly(service: str, clear_fra
     rgb = read_image(clear_frame)
     upright = _post(service, "detect", _encode(rgb)).json()["faces"]
     box = np.array(next(f for f in upright if f["principal"])["box"])
-    gray16 = (to_gray(rgb).astype(np.uint16) * 257)
+    gray16 = to_gray(rgb).astype(np.uint16) * 257
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: stored 90° counter-clockwise, shown rotated back
-    rotated = _encode(np.ascontiguousarray(np.rot90(rgb, k=1)), "JPEG", quality=95, exif=exif.tobytes())
+    rotated = _encode(
+        np.ascontiguousarray(np.rot90(rgb, k=1)), "JPEG", quality=95, exif=exif.tobytes()
+    )
     big = np.asarray(Image.fromarray(rgb).resize((720 * 4, 576 * 4), Image.BICUBIC))
     variants = {
         "gray16_png": (_encode(gray16), 1.0),
@@ -357,8 +461,12 @@ def test_sixteen_concurrent_clients(service: str, fer_root: Path) -> None:
         codes = []
         with requests.Session() as session:
             for _ in range(25):
-                answer = session.post(f"{service}/predict", files={"image": ("c.png", crops[i])},
-                                      data={"crop": "true"}, timeout=120)  # fmt: skip
+                answer = session.post(
+                    f"{service}/predict",
+                    files={"image": ("c.png", crops[i])},
+                    data={"crop": "true"},
+                    timeout=120,
+                )
                 ok = answer.status_code == 200 and len(answer.json()["faces"]) == 1
                 codes.append(200 if ok else answer.status_code)
         return codes
@@ -379,8 +487,9 @@ def _metrics(url: str) -> dict[str, float]:
     return samples
 
 
-def test_metrics_count_the_answers_of_known_requests(service: str, model_tag: str,
-                                                     clear_frame: Path) -> None:  # fmt: skip
+def test_metrics_count_the_answers_of_known_requests(
+    service: str, model_tag: str, clear_frame: Path
+) -> None:
     """/metrics carries the model served, answers per outcome and expression, and errors by
     status and reason, counted exactly for requests whose answers are known."""
     before = _metrics(service)
@@ -399,9 +508,9 @@ def test_metrics_count_the_answers_of_known_requests(service: str, model_tag: st
     assert after[f'ferops_model_info{{model="{model_tag}"}}'] == 1.0
     assert delta('ferops_answers_total{outcome="faces",route="/predict"}') == 1, changed
     assert delta('ferops_answers_total{outcome="no_face",route="/predict"}') == 1, changed
-    assert delta(f'ferops_face_expressions_total{{expression="{expression}",route="/predict"}}') == len(
-        face.json()["faces"]
-    )
+    assert delta(
+        f'ferops_face_expressions_total{{expression="{expression}",route="/predict"}}'
+    ) == len(face.json()["faces"])
     assert delta('ferops_errors_total{reason="corrupt",route="/explain",status="422"}') == 1
     assert after['ferops_lane_depth{lane="frames"}'] == 0.0
 
@@ -415,8 +524,15 @@ def test_the_built_bento_serves_from_its_own_environment(
     /ui/ and /metrics answer."""
     bento_home = _own_home(bento_home, tmp_path / "home")
     env = _env(bento_home, PYTHON=sys.executable)
-    build = subprocess.run(["bash", str(ROOT / "scripts" / "build_bento.sh")], cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=900, check=False)  # fmt: skip
+    build = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "build_bento.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
     assert build.returncode == 0, build.stdout[-2000:] + build.stderr[-2000:]
     tag = build.stdout.strip().splitlines()[-1]
     name, version = tag.split(":")
@@ -435,22 +551,48 @@ def test_the_built_bento_serves_from_its_own_environment(
     assert model_tag in (bento / "bento.yaml").read_text()
 
     venv = tmp_path / "venv"
-    made = subprocess.run(["bash", str(ROOT / "scripts" / "bento_env.sh"), str(bento), str(venv)],
-                          env=dict(env, PYTHON=sys._base_executable, UV=str(BIN / "uv")),
-                          capture_output=True, text=True, timeout=1200, check=False)  # fmt: skip
+    made = subprocess.run(
+        ["bash", str(ROOT / "scripts" / "bento_env.sh"), str(bento), str(venv)],
+        env=dict(env, PYTHON=sys._base_executable, UV=str(BIN / "uv")),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        check=False,
+    )
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
-    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import ferops; print(ferops.__file__)"],
-                           cwd=tmp_path, capture_output=True, text=True, check=True)  # fmt: skip
+    where = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", "import ferops; print(ferops.__file__)"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert where.stdout.startswith(str(venv)), where.stdout
 
-    clean = {"HOME": os.environ.get("HOME", str(tmp_path)), "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-             "BENTOML_HOME": str(bento_home), "BENTOML_DO_NOT_TRACK": "true"}  # fmt: skip
+    clean = {
+        "HOME": os.environ.get("HOME", str(tmp_path)),
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "BENTOML_HOME": str(bento_home),
+        "BENTOML_DO_NOT_TRACK": "true",
+    }
     port = free_port()
     with open(tmp_path / "bento.log", "w") as handle:
         proc = subprocess.Popen(
-            [str(venv / "bin" / "bentoml"), "serve", tag, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=tmp_path, env=clean, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+            [
+                str(venv / "bin" / "bentoml"),
+                "serve",
+                tag,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+            ],
+            cwd=tmp_path,
+            env=clean,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_http(f"{url}/readyz", timeout=180, proc=proc)
@@ -461,15 +603,21 @@ def test_the_built_bento_serves_from_its_own_environment(
             assert face["explanation"]["occlusion"]["cells"], explained.text[:300]
             page = requests.get(f"{url}/ui/", timeout=30)
             assert page.status_code == 200 and "<html" in page.text.lower()
-            assert f'ferops_model_info{{model="{model_tag}"}}' in requests.get(f"{url}/metrics", timeout=30).text
+            assert (
+                f'ferops_model_info{{model="{model_tag}"}}'
+                in requests.get(f"{url}/metrics", timeout=30).text
+            )
         except (RuntimeError, TimeoutError):
-            pytest.fail(f"the bento did not start:\n{(tmp_path / 'bento.log').read_text()[-3000:]}")
+            pytest.fail(
+                f"the bento did not start:\n{(tmp_path / 'bento.log').read_text()[-3000:]}"
+            )
         finally:
             stop_process_group(proc)
 
 
 def test_rollback_reaches_the_served_model_and_info_has_no_credentials(
-        mlflow_server: str, tmp_path: Path, fer_root: Path) -> None:  # fmt: skip
+    mlflow_server: str, tmp_path: Path, fer_root: Path
+) -> None:
     """Two versions imported, `ferops-models rollback 1`, `import-bento` again: `bentoml serve`
     answers with version 1 (its tag in /info, its outputs), and /info never shows the password
     of the tracking URI the import went through."""
@@ -482,8 +630,14 @@ def test_rollback_reaches_the_served_model_and_info_has_no_credentials(
     env = _env(home, MLFLOW_TRACKING_URI=with_password)
 
     def models(*args: str) -> str:
-        out = subprocess.run([sys.executable, "-m", "ferops.cli", "--name", name, *args], env=env,
-                             capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-m", "ferops.models_cli", "--name", name, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
         return out.stdout.strip().splitlines()[-1]
 
     mlflow.set_tracking_uri(mlflow_server)
@@ -493,7 +647,9 @@ def test_rollback_reaches_the_served_model_and_info_has_no_credentials(
         bundle, weights = make_bundle(tmp_path / str(seed), seed)
         with mlflow.start_run() as run:
             run_id = run.info.run_id
-        decision = register_bundle(bundle, weights, run_id, {"split_definition": "r"}, accuracy, name=name)
+        decision = register_bundle(
+            bundle, weights, run_id, {"split_definition": "r"}, accuracy, name=name
+        )
         assert decision["alias"] == "champion"
         bundles.append(bundle)
         tags.append(models("import-bento"))
@@ -505,14 +661,24 @@ def test_rollback_reaches_the_served_model_and_info_has_no_credentials(
     try:
         info = requests.post(f"{url}/info", json={}, timeout=30)
         assert info.json()["model"] == tags[0] and info.json()["metadata"]["mlflow_version"] == 1
-        assert info.json()["metadata"]["tracking_uri"] == mlflow_server and "s3cret" not in info.text
+        assert (
+            info.json()["metadata"]["tracking_uri"] == mlflow_server and "s3cret" not in info.text
+        )
         for path in sorted((fer_root / "publictest" / "Sad").iterdir())[:2]:
             data = path.read_bytes()
-            got = _post(url, "predict", data, path.name, crop="true").json()["faces"][0]["probabilities"]
-            first, second = (Predictor(b, providers="cpu").analyse(decode_image(data), is_crop=True)[0]
-                             for b in bundles)  # fmt: skip
-            np.testing.assert_allclose(list(got.values()), list(first["probabilities"].values()), atol=1e-4)
-            assert not np.allclose(list(got.values()), list(second["probabilities"].values()), atol=1e-4)
+            got = _post(url, "predict", data, path.name, crop="true").json()["faces"][0][
+                "probabilities"
+            ]
+            first, second = (
+                Predictor(b, providers="cpu").analyse(decode_image(data), is_crop=True)[0]
+                for b in bundles
+            )
+            np.testing.assert_allclose(
+                list(got.values()), list(first["probabilities"].values()), atol=1e-4
+            )
+            assert not np.allclose(
+                list(got.values()), list(second["probabilities"].values()), atol=1e-4
+            )
     finally:
         stop_process_group(proc)
         handle.close()
@@ -521,12 +687,18 @@ def test_rollback_reaches_the_served_model_and_info_has_no_credentials(
 
 
 def test_uris_shown_to_clients_carry_no_credentials() -> None:
-    from ferops.serving import public_metadata, redact_uri
+    from ferops.api import public_metadata, redact_uri
 
     assert redact_uri("https://alice:s3cret@mlflow.example.com:8443/x?token=abc#frag") == (
-        "https://mlflow.example.com:8443/x")
+        "https://mlflow.example.com:8443/x"
+    )
     assert redact_uri("postgresql://ml:pw@db:5432/mlflow") == "postgresql://db:5432/mlflow"
-    for kept in ("sqlite:///mlflow.db", "http://127.0.0.1:5000", "file:///srv/mlruns", "not a uri"):
+    for kept in (
+        "sqlite:///mlflow.db",
+        "http://127.0.0.1:5000",
+        "file:///srv/mlruns",
+        "not a uri",
+    ):
         assert redact_uri(kept) == kept
     assert redact_uri("http://u:p@[::1") == "<redacted>"  # unparseable: nothing of it is shown
     shown = public_metadata({"tracking_uri": "https://u:p@h/?t=1", "mlflow_version": 3, "a": "b"})

@@ -17,9 +17,15 @@ def _rows(seed: int = 0, clips: int = 150) -> list[dict]:
         label = int(rng.integers(0, len(CLASSES)))
         for f in range(int(rng.integers(1, 7))):
             lab = label if rng.random() > 0.1 else (label + 1) % len(CLASSES)
-            rows.append({"image_id": f"{CLASSES[lab]}/m{c % 20}_{c:06d}_{f:08d}",
-                         "label": CLASSES[lab], "label_index": lab,
-                         "movie": f"m{c % 20}", "clip": f"m{c % 20}_{c:06d}"})  # fmt: skip
+            rows.append(
+                {
+                    "image_id": f"{CLASSES[lab]}/m{c % 20}_{c:06d}_{f:08d}",
+                    "label": CLASSES[lab],
+                    "label_index": lab,
+                    "movie": f"m{c % 20}",
+                    "clip": f"m{c % 20}_{c:06d}",
+                }
+            )
     return rows
 
 
@@ -28,7 +34,10 @@ def test_no_clip_in_two_splits_or_folds() -> None:
     check_no_leak(out)  # raises on a leak
     clips = {}
     for row in out:
-        assert clips.setdefault(row["clip"], (row["split"], row["fold"])) == (row["split"], row["fold"])
+        assert clips.setdefault(row["clip"], (row["split"], row["fold"])) == (
+            row["split"],
+            row["fold"],
+        )
 
 
 def test_sizes_follow_the_fractions_and_every_class_is_tested() -> None:
@@ -89,11 +98,19 @@ def test_crossval_inputs_never_load_a_test_face(tmp_path) -> None:
             (tmp_path / "faces" / row["label"]).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(tmp_path / "faces" / row["crop"]), np.zeros((8, 8), np.uint8))
     write_csv(tmp_path / "split.csv", out)
-    params = {"train": {"init": "scratch", "epochs": 1, "input_size": 8, "resize": 8},
-              "augment": {"ops": ["original"], "factor": 1.15}}  # fmt: skip
+    params = {
+        "train": {"init": "scratch", "epochs": 1, "input_size": 8, "resize": 8},
+        "augment": {"ops": ["original"], "factor": 1.15},
+    }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    data = load_fold_inputs(tmp_path / "params.yaml", tmp_path / "split.csv", tmp_path / "faces",
-                            tmp_path / "none.pt", tmp_path / "none.npz", tmp_path / "none.npz")  # fmt: skip
+    data = load_fold_inputs(
+        tmp_path / "params.yaml",
+        tmp_path / "split.csv",
+        tmp_path / "faces",
+        tmp_path / "none.pt",
+        tmp_path / "none.npz",
+        tmp_path / "none.npz",
+    )
     test_ids = {r["image_id"] for r in out if r["split"] == "test"}
     assert test_ids and not test_ids & {r["image_id"] for r in data.rows}
     assert len(data.rows) == len(out) - len(test_ids) and (data.folds >= 0).all()

@@ -52,8 +52,12 @@ def test_same_seed_same_metrics_on_cpu(faces: FaceSet) -> None:
 
 def test_gradient_accumulation_matches_the_big_batch_closely(faces: FaceSet) -> None:
     _, whole = fit(_seeded_model(), faces, None, TrainConfig(**{**TINY.to_dict(), "epochs": 1}))
-    _, parts = fit(_seeded_model(), faces, None,
-                   TrainConfig(**{**TINY.to_dict(), "epochs": 1, "micro_batch": 4}))  # fmt: skip
+    _, parts = fit(
+        _seeded_model(),
+        faces,
+        None,
+        TrainConfig(**{**TINY.to_dict(), "epochs": 1, "micro_batch": 4}),
+    )
     # BatchNorm sees smaller batches, so equal only approximately, but the same data and steps.
     assert parts[0]["train_loss"] == pytest.approx(whole[0]["train_loss"], rel=0.25)
 
@@ -126,9 +130,18 @@ def test_mixup_and_dropout_train_deterministically(faces: FaceSet) -> None:
     assert first_model.dropout.p == 0.0  # predictions after training never drop features
 
 
-@pytest.mark.parametrize("bad", [{"freeze_blocks": 6}, {"freeze_blocks": -1}, {"dropout": 1.0},
-                                 {"mixup_alpha": -0.1}, {"backbone_lr_scale": -1.0},
-                                 {"head_features": -1}, {"head_features": 513}])  # fmt: skip
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"freeze_blocks": 6},
+        {"freeze_blocks": -1},
+        {"dropout": 1.0},
+        {"mixup_alpha": -0.1},
+        {"backbone_lr_scale": -1.0},
+        {"head_features": -1},
+        {"head_features": 513},
+    ],
+)
 def test_invalid_fine_tuning_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ValueError):
         TrainConfig(**{**TINY.to_dict(), **bad})
@@ -143,8 +156,16 @@ def test_run_fold_refuses_overlapping_or_empty_masks() -> None:
     aug = AugmentConfig(ops=("original",), factor=1.1)
     train = np.array([True, True, True, False])
     with pytest.raises(ValueError, match="both trained on and held out"):
-        run_fold(faces, [0, 1, 2, 3], train, np.array([False, False, True, True]), config, aug,
-                 None, seed=0)  # fmt: skip
+        run_fold(
+            faces,
+            [0, 1, 2, 3],
+            train,
+            np.array([False, False, True, True]),
+            config,
+            aug,
+            None,
+            seed=0,
+        )
     with pytest.raises(ValueError, match="at least one"):
         run_fold(faces, [0, 1, 2, 3], train, np.zeros(4, dtype=bool), config, aug, None, seed=0)
 
@@ -156,7 +177,9 @@ def test_distillation_loss_matches_a_hand_computed_value() -> None:
     teacher = torch.tensor([[math.log(3), 0.0]])
     assert float(distillation_loss(student, teacher, 1.0)) == pytest.approx(0.362990, abs=1e-6)
     # T = 2 on logits twice as large: the same distributions, the loss times T² = 4
-    assert float(distillation_loss(2 * student, 2 * teacher, 2.0)) == pytest.approx(4 * 0.362990, abs=1e-5)
+    assert float(distillation_loss(2 * student, 2 * teacher, 2.0)) == pytest.approx(
+        4 * 0.362990, abs=1e-5
+    )
     assert float(distillation_loss(teacher, teacher, 3.0)) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -166,8 +189,15 @@ def test_fit_mixes_a_second_set_into_batches_and_distils() -> None:
     soft = rng.normal(size=(12, 7)).astype(np.float32)
     sfew = FaceSet(images, [i % 7 for i in range(12)], 18, soft)
     extra = FaceSet(images[:6], [0] * 6, 18, soft[:6])
-    config = TrainConfig(epochs=1, batch_size=4, input_size=16, resize=18, distill_weight=0.5,
-                         extra_share=0.5, device="cpu")  # fmt: skip
+    config = TrainConfig(
+        epochs=1,
+        batch_size=4,
+        input_size=16,
+        resize=18,
+        distill_weight=0.5,
+        extra_share=0.5,
+        device="cpu",
+    )
     _, history = fit(FerResNet(), sfew, None, config, extra=extra)
     assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
     with pytest.raises(ValueError, match="no extra data set"):

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import requests
 
+from ferops.api import UI_ROUTE
 from ferops.images import read_image
 from ferops.inference import Predictor
 from ferops.occlusion import GRID, occlusion_maps
-from ferops.serving import UI_ROUTE
 from tests.browser import BrowserError, Chromium
 from tests.conftest import CLEAR_FRAMES, png_bytes
 
@@ -109,8 +109,9 @@ def _service(page: Chromium) -> str:
     return page.evaluate("location.origin")
 
 
-def test_page_draws_the_faces_bars_and_explanation(page: Chromium, sfew_root: Path,
-                                                   artifacts: Path) -> None:  # fmt: skip
+def test_page_draws_the_faces_bars_and_explanation(
+    page: Chromium, sfew_root: Path, artifacts: Path
+) -> None:
     """The boxes drawn, the labels and the bars are /predict's answer on the same bytes; the
     explanation names the rule, the nearest pattern and the next class of /explain's."""
     url = _service(page)
@@ -135,17 +136,24 @@ def test_page_draws_the_faces_bars_and_explanation(page: Chromium, sfew_root: Pa
         assert drawn["tag"].endswith(face["expression"])
         probabilities = face["probabilities"]
         assert card["bars"].keys() == probabilities.keys()
-        np.testing.assert_allclose([card["bars"][c] for c in probabilities],
-                                   list(probabilities.values()), atol=1e-4)  # fmt: skip
+        np.testing.assert_allclose(
+            [card["bars"][c] for c in probabilities], list(probabilities.values()), atol=1e-4
+        )
         words = why["explanation"]
-        for part in ("Rule that fired", words["rules_fired"]["rule"],
-                     "Nearest pattern", words["nearest_pattern"]["class"],
-                     "Next most likely", words["next_most_likely"]["class"]):  # fmt: skip
+        for part in (
+            "Rule that fired",
+            words["rules_fired"]["rule"],
+            "Nearest pattern",
+            words["nearest_pattern"]["class"],
+            "Next most likely",
+            words["next_most_likely"]["class"],
+        ):
             assert part in card["explanation"], (part, card["explanation"])
 
 
-def test_page_shows_errors_and_no_face_as_messages(page: Chromium, bad_files: dict[str, Path],
-                                                   tmp_path: Path, artifacts: Path) -> None:  # fmt: skip
+def test_page_shows_errors_and_no_face_as_messages(
+    page: Chromium, bad_files: dict[str, Path], tmp_path: Path, artifacts: Path
+) -> None:
     """A corrupt upload shows the API's error (and nothing of the previous image); an image
     without a face says so."""
     url = _service(page)
@@ -170,8 +178,12 @@ def test_page_shows_errors_and_no_face_as_messages(page: Chromium, bad_files: di
     assert requests.get(f"{url}/", timeout=10).status_code == 200, "the OpenAPI page keeps /"
 
 
-def test_page_draws_where_the_network_looked(page: Chromium, sfew_root: Path, bundle,  # noqa: F811
-                                             artifacts: Path) -> None:  # fmt: skip
+def test_page_draws_where_the_network_looked(
+    page: Chromium,
+    sfew_root: Path,
+    bundle,  # noqa: F811
+    artifacts: Path,
+) -> None:
     """/explain's occlusion map of every face is the inference core's (ferops.occlusion through
     the bundle's ONNX model), and the page draws it on the square the network saw (the answer's
     corners, tilted with the face): a GRID × GRID canvas, one cell a pixel, more opaque where

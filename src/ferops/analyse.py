@@ -518,8 +518,8 @@ def champion_bundle(folder: Path, alias: str = "champion", name: str | None = No
     import mlflow
     from mlflow.tracking import MlflowClient
 
+    from ferops import MODEL_NAME
     from ferops.packaging import find_bundle
-    from ferops.registry import MODEL_NAME
     from ferops.tracking import tracking_uri
 
     name = name or MODEL_NAME
@@ -567,14 +567,22 @@ def add_score_command(sub) -> None:
 def score_command(args: argparse.Namespace) -> int:
     import mlflow
 
-    from ferops.scoring import champion_uri, score_to_parquet
+    from ferops.spark_scoring import champion_uri, score_to_parquet
     from ferops.tracking import tracking_uri
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     mlflow.set_tracking_uri(tracking_uri())
     model = args.model or champion_uri()
-    result = score_to_parquet(args.source, args.out, model, args.master, args.driver_memory,
-                              args.executor_memory, args.partitions, args.batch_rows)  # fmt: skip
+    result = score_to_parquet(
+        args.source,
+        args.out,
+        model,
+        args.master,
+        args.driver_memory,
+        args.executor_memory,
+        args.partitions,
+        args.batch_rows,
+    )
     log.info("summary: %s", json.dumps(result))
     return 0
 
@@ -636,8 +644,10 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 bundle = champion_bundle(Path(tmp))
             except (MlflowException, OSError) as exc:
-                parser.error(f"no --bundle, no {CHECKOUT_BUNDLE} here and no champion in the "
-                             f"registry ({type(exc).__name__}: {exc})")  # fmt: skip
+                parser.error(
+                    f"no --bundle, no {CHECKOUT_BUNDLE} here and no champion in the "
+                    f"registry ({type(exc).__name__}: {exc})"
+                )
         predictor = Predictor(bundle, providers=args.providers)
         summary = analyse_paths(
             predictor,

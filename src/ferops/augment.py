@@ -65,7 +65,9 @@ def random_square_crop(image: np.ndarray, side: int, rng: np.random.Generator) -
     height, width = image.shape[:2]
     if min(height, width) < side:
         scale = side / min(height, width)
-        image = cv2.resize(image, (max(side, round(width * scale)), max(side, round(height * scale))))
+        image = cv2.resize(
+            image, (max(side, round(width * scale)), max(side, round(height * scale)))
+        )
         height, width = image.shape[:2]
     y0 = int(rng.integers(0, height - side + 1))
     x0 = int(rng.integers(0, width - side + 1))

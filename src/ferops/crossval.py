@@ -39,8 +39,14 @@ class FoldInputs:
     extra: FaceSet | None = None
 
 
-def load_fold_inputs(params: str | Path, split: Path, crops: Path, pretrained: Path,
-                     fer2013: Path, teacher: Sequence[Path]) -> FoldInputs:  # fmt: skip
+def load_fold_inputs(
+    params: str | Path,
+    split: Path,
+    crops: Path,
+    pretrained: Path,
+    fer2013: Path,
+    teacher: Sequence[Path],
+) -> FoldInputs:
     """The ``train`` and ``augment`` sections of ``params``, the train + val faces of ``split``
     (the selection protocol: the test split stays unseen), the pre-trained weights when
     ``train.init`` is ``fer2013``, and what the recipe mixes in or distils from."""
@@ -115,5 +121,10 @@ def paired_difference(candidate: Sequence[float], baseline: Sequence[float]) -> 
     else:  # identical differences on every fold: no noise to beat, the sign decides
         t = 0.0 if diff.mean() == 0 else float(np.copysign(np.inf, diff.mean()))
     critical = float(stats.t.ppf(0.95, len(diff) - 1))
-    return {"mean": round(float(diff.mean()), 4), "std": round(std, 4), "t": round(t, 3),
-            "critical_t": round(critical, 3), "wins": bool(t > critical)}  # fmt: skip
+    return {
+        "mean": round(float(diff.mean()), 4),
+        "std": round(std, 4),
+        "t": round(t, 3),
+        "critical_t": round(critical, 3),
+        "wins": bool(t > critical),
+    }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
@@ -13,6 +12,8 @@ from typing import Any
 
 import cv2
 import numpy as np
+
+from ferops.digests import file_digest
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +76,6 @@ def scan_frames(root: Path) -> list[Frame]:
     return frames
 
 
-def file_digest(path: Path) -> str:
-    """md5 of a file's bytes (what DVC uses too)."""
-    return hashlib.md5(Path(path).read_bytes()).hexdigest()
-
-
 def label_conflicts(frames: Iterable[Frame]) -> dict[str, list[str]]:
     """Byte-identical files filed under more than one class: ``image_id -> the other ids``.
 
@@ -89,7 +85,7 @@ def label_conflicts(frames: Iterable[Frame]) -> dict[str, list[str]]:
     by_digest: dict[str, list[Frame]] = defaultdict(list)
     for frame in frames:
         try:
-            by_digest[file_digest(frame.path)].append(frame)
+            by_digest[file_digest(frame.path, "md5")].append(frame)
         except OSError:
             continue  # unreadable files are quarantined by the caller
     conflicts: dict[str, list[str]] = {}

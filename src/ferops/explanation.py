@@ -40,8 +40,11 @@ class Condition:
         return f"(feature{self.feature + 1} {'≤' if self.le else '>'} {self.threshold:.3f})"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"feature": f"feature{self.feature + 1}", "op": "<=" if self.le else ">",
-                "threshold": round(self.threshold, 6)}  # fmt: skip
+        return {
+            "feature": f"feature{self.feature + 1}",
+            "op": "<=" if self.le else ">",
+            "threshold": round(self.threshold, 6),
+        }
 
 
 def simplify(conditions: list[Condition]) -> list[Condition]:
@@ -50,7 +53,9 @@ def simplify(conditions: list[Condition]) -> list[Condition]:
     for cond in conditions:
         key = (cond.feature, cond.le)
         old = tightest.get(key)
-        if old is None or (cond.threshold < old.threshold if cond.le else cond.threshold > old.threshold):
+        if old is None or (
+            cond.threshold < old.threshold if cond.le else cond.threshold > old.threshold
+        ):
             tightest[key] = cond
     seen, out = set(), []
     for cond in conditions:
@@ -78,22 +83,33 @@ class Tree:
         self.positive = np.asarray(data["positive"], dtype=np.float64)
         self.samples = np.asarray(data["samples"], dtype=np.int64)
         n = len(self.left)
-        if not (len(self.right) == len(self.feature) == len(self.threshold) == len(self.positive) == n):
+        if not (
+            len(self.right) == len(self.feature) == len(self.threshold) == len(self.positive) == n
+        ):
             raise ValueError("tree arrays have different lengths")
         inner = self.left != LEAF
         if ((self.left[inner] <= 0) | (self.left[inner] >= n) | (self.right[inner] >= n)).any():
             raise ValueError("tree arrays point outside the tree")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"children_left": self.left.tolist(), "children_right": self.right.tolist(),
-                "feature": self.feature.tolist(), "threshold": self.threshold.tolist(),
-                "positive": self.positive.tolist(), "samples": self.samples.tolist()}  # fmt: skip
+        return {
+            "children_left": self.left.tolist(),
+            "children_right": self.right.tolist(),
+            "feature": self.feature.tolist(),
+            "threshold": self.threshold.tolist(),
+            "positive": self.positive.tolist(),
+            "samples": self.samples.tolist(),
+        }
 
     def path(self, x: np.ndarray) -> list[int]:
         """Node ids from the root to the leaf ``x`` falls in."""
         node, nodes = 0, [0]
         while self.left[node] != LEAF:
-            node = self.left[node] if x[self.feature[node]] <= self.threshold[node] else self.right[node]
+            node = (
+                self.left[node]
+                if x[self.feature[node]] <= self.threshold[node]
+                else self.right[node]
+            )
             nodes.append(int(node))
         return nodes
 
@@ -110,8 +126,13 @@ class Tree:
         """The split conditions along a root-to-leaf path."""
         out = []
         for node, child in itertools.pairwise(nodes):
-            out.append(Condition(int(self.feature[node]), float(self.threshold[node]),
-                                 bool(child == self.left[node])))  # fmt: skip
+            out.append(
+                Condition(
+                    int(self.feature[node]),
+                    float(self.threshold[node]),
+                    bool(child == self.left[node]),
+                )
+            )
         return out
 
     def leaves(self) -> list[list[int]]:
@@ -141,7 +162,9 @@ class Explainer:
     def __init__(self, data: dict[str, Any]) -> None:
         self.classes: list[str] = list(data["classes"])
         self.trees = {c: Tree(data["trees"][c]) for c in self.classes}
-        self.patterns = {c: np.asarray(data["patterns"][c], dtype=np.float64) for c in self.classes}
+        self.patterns = {
+            c: np.asarray(data["patterns"][c], dtype=np.float64) for c in self.classes
+        }
 
     @classmethod
     def load(cls, path: str | Path) -> Explainer:
@@ -161,8 +184,14 @@ class Explainer:
         nodes = tree.path(x)
         conditions = simplify(tree.conditions(nodes))
         pattern = self.patterns[predicted]
-        important = [{**c.to_dict(), "value": round(float(x[c.feature]), 6),
-                      "pattern_value": round(float(pattern[c.feature]), 6)} for c in conditions]  # fmt: skip
+        important = [
+            {
+                **c.to_dict(),
+                "value": round(float(x[c.feature]), 6),
+                "pattern_value": round(float(pattern[c.feature]), 6),
+            }
+            for c in conditions
+        ]
         agrees = tree.leaf_votes(nodes[-1])
 
         next_tree = self.trees[runner_up]
@@ -170,14 +199,23 @@ class Explainer:
         return {
             "predicted": predicted,
             "probability": round(float(probs[order[0]]), 6),
-            "nearest_pattern": {"class": nearest, "similarity": round(similarity[nearest], 6),
-                                "similarity_to_predicted": round(similarity[predicted], 6)},
+            "nearest_pattern": {
+                "class": nearest,
+                "similarity": round(similarity[nearest], 6),
+                "similarity_to_predicted": round(similarity[predicted], 6),
+            },
             "important_inputs": important,
-            "rules_fired": {"class": predicted, "rule": rule_text(conditions),
-                            "tree_agrees": agrees,
-                            "leaf_precision": round(float(tree.positive[nodes[-1]]), 4)},
-            "next_most_likely": {"class": runner_up,
-                                 "probability": round(float(probs[order[1]]), 6), **needed},
+            "rules_fired": {
+                "class": predicted,
+                "rule": rule_text(conditions),
+                "tree_agrees": agrees,
+                "leaf_precision": round(float(tree.positive[nodes[-1]]), 4),
+            },
+            "next_most_likely": {
+                "class": runner_up,
+                "probability": round(float(probs[order[1]]), 6),
+                **needed,
+            },
         }
 
     @staticmethod
@@ -195,9 +233,12 @@ class Explainer:
         if best is None:
             return {"rule_needed": None, "conditions_missed": []}
         _, conditions, missed = best
-        return {"rule_needed": rule_text(conditions),
-                "conditions_missed": [c.to_dict() | {"value": round(float(x[c.feature]), 6)}
-                                      for c in missed]}  # fmt: skip
+        return {
+            "rule_needed": rule_text(conditions),
+            "conditions_missed": [
+                c.to_dict() | {"value": round(float(x[c.feature]), 6)} for c in missed
+            ],
+        }
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ferops.digests import file_digest
 from ferops.explanation import Explainer
 from ferops.faces import YUNET_FILE
-from ferops.inference import BUNDLE_FILES, MODEL_FILES, RULES_FILE, make_session, sha256
+from ferops.inference import BUNDLE_FILES, MODEL_FILES, RULES_FILE, make_session
 from ferops.model import FerResNet, LogitsAndFeatures
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,17 @@ def export_onnx(model: FerResNet, input_size: int, path: Path) -> None:
     ``features``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     example = torch.zeros(2, 1, input_size, input_size)
-    torch.onnx.export(LogitsAndFeatures(model.eval()).eval(), (example,), str(path),
-                      input_names=["input"], output_names=["logits", "features"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},),
-                      external_data=False, dynamo=True, verbose=False)  # fmt: skip
+    torch.onnx.export(
+        LogitsAndFeatures(model.eval()).eval(),
+        (example,),
+        str(path),
+        input_names=["input"],
+        output_names=["logits", "features"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+        external_data=False,
+        dynamo=True,
+        verbose=False,
+    )
     strip_debug_metadata(path)
 
 
@@ -112,8 +120,14 @@ def check_dynamic_batch(path: Path) -> str:
     return dim.dim_param
 
 
-def check_parity(model: FerResNet, path: Path, input_size: int, tolerance: float,
-                 batches: tuple[int, ...] = (1, 3), seed: int = 0) -> float:  # fmt: skip
+def check_parity(
+    model: FerResNet,
+    path: Path,
+    input_size: int,
+    tolerance: float,
+    batches: tuple[int, ...] = (1, 3),
+    seed: int = 0,
+) -> float:
     """Largest |ONNX Runtime − torch| over both outputs at the given batch sizes; raises
     :class:`ExportError` above ``tolerance``."""
     session = make_session(path, "cpu")
@@ -124,12 +138,15 @@ def check_parity(model: FerResNet, path: Path, input_size: int, tolerance: float
         logits, features = session.run(["logits", "features"], {"input": x})
         with torch.no_grad():
             t_logits, t_features = model.eval().forward_features(torch.from_numpy(x))
-        diff = max(float(np.abs(logits - t_logits.numpy()).max()),
-                   float(np.abs(features - t_features.numpy()).max()))  # fmt: skip
+        diff = max(
+            float(np.abs(logits - t_logits.numpy()).max()),
+            float(np.abs(features - t_features.numpy()).max()),
+        )
         worst = max(worst, diff)
         if diff > tolerance:
-            raise ExportError(f"ONNX and torch differ by {diff:.2e} at batch {batch} "
-                              f"(tolerance {tolerance:.0e})")  # fmt: skip
+            raise ExportError(
+                f"ONNX and torch differ by {diff:.2e} at batch {batch} (tolerance {tolerance:.0e})"
+            )
     return worst
 
 
@@ -158,8 +175,10 @@ def calibration_subset(total: int, wanted: int) -> np.ndarray:
 def rule_vote_agreement(explainer: Explainer, first: np.ndarray, second: np.ndarray) -> float:
     """Share of (face, class) rule-tree votes that two feature matrices (N×512) give alike: how
     far the explanations move when the network does (e.g. fp32 → int8)."""
-    same = [explainer.trees[c].predict(first) == explainer.trees[c].predict(second)
-            for c in explainer.classes]  # fmt: skip
+    same = [
+        explainer.trees[c].predict(first) == explainer.trees[c].predict(second)
+        for c in explainer.classes
+    ]
     return float(np.mean(same))
 
 
@@ -201,13 +220,23 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
         def get_next(self) -> dict[str, Any] | None:
             return next(self.batches, None)
 
-    options = {"quant_format": QuantFormat.QDQ, "per_channel": True,
-               "activation_type": QuantType.QUInt8, "weight_type": QuantType.QInt8}  # fmt: skip
+    options = {
+        "quant_format": QuantFormat.QDQ,
+        "per_channel": True,
+        "activation_type": QuantType.QUInt8,
+        "weight_type": QuantType.QInt8,
+    }
     with tempfile.TemporaryDirectory(prefix="ferops-int8-") as tmp:
         cache = Path(tmp) / "ranges.json"
-        # Pass 1 measures the ranges (its model is thrown away); pass 2 quantizes with them rounded.
-        quantize_static(str(fp32_path), str(Path(tmp) / "raw.onnx"), Reader(),
-                        calibration_cache_path=cache, **options)  # fmt: skip
+        # Pass 1 measures the ranges (its model is thrown away); pass 2 quantizes with them
+        # rounded.
+        quantize_static(
+            str(fp32_path),
+            str(Path(tmp) / "raw.onnx"),
+            Reader(),
+            calibration_cache_path=cache,
+            **options,
+        )
         ranges = load_tensors_data(cache)
         for name in sorted(ranges.keys()):
             low, high = ranges[name].range_value
@@ -218,36 +247,46 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
         quantize_static(
             str(fp32_path), str(out_path), None, calibration_cache_path=cache, **options
         )
-    return {"calibrated_tensors": len(list(ranges.keys())), "calibration_faces": len(calibration),
-            "bytes": out_path.stat().st_size}  # fmt: skip
+    return {
+        "calibrated_tensors": len(list(ranges.keys())),
+        "calibration_faces": len(calibration),
+        "bytes": out_path.stat().st_size,
+    }
 
 
-def check_int8_parity(fp32_logits: np.ndarray, int8_logits: np.ndarray, truth: np.ndarray,
-                      config: ExportConfig) -> dict[str, Any]:  # fmt: skip
+def check_int8_parity(
+    fp32_logits: np.ndarray, int8_logits: np.ndarray, truth: np.ndarray, config: ExportConfig
+) -> dict[str, Any]:
     """Test-split accuracy of both networks and their argmax agreement. When ``config`` serves
     int8, a drop in accuracy beyond ``int8_max_accuracy_drop`` or an agreement under
     ``int8_min_agreement`` raises :class:`ExportError` (fails closed: NaN fails too); when it
     serves fp32 the same failures are only logged."""
     truth = np.asarray(truth)
     if not len(truth) or fp32_logits.shape != int8_logits.shape or len(fp32_logits) != len(truth):
-        raise ExportError(f"int8 parity needs matching non-empty logits and labels, got "
-                          f"{fp32_logits.shape}, {int8_logits.shape}, {truth.shape}")  # fmt: skip
+        raise ExportError(
+            f"int8 parity needs matching non-empty logits and labels, got "
+            f"{fp32_logits.shape}, {int8_logits.shape}, {truth.shape}"
+        )
     fp32_pred, int8_pred = fp32_logits.argmax(1), int8_logits.argmax(1)
     report = {
         "test_accuracy_fp32": float((fp32_pred == truth).mean()),
         "test_accuracy_int8": float((int8_pred == truth).mean()),
         "test_agreement": float((fp32_pred == int8_pred).mean()),
         "logits_max_abs_diff": float(np.abs(fp32_logits - int8_logits).max()),
-    }  # fmt: skip
+    }
     drop = report["test_accuracy_fp32"] - report["test_accuracy_int8"]
     failures = []
     if not drop <= config.int8_max_accuracy_drop:
-        failures.append(f"int8 test accuracy {report['test_accuracy_int8']:.4f} is {drop:.4f} below "
-                        f"fp32's {report['test_accuracy_fp32']:.4f} "
-                        f"(int8_max_accuracy_drop {config.int8_max_accuracy_drop})")  # fmt: skip
+        failures.append(
+            f"int8 test accuracy {report['test_accuracy_int8']:.4f} is {drop:.4f} below "
+            f"fp32's {report['test_accuracy_fp32']:.4f} "
+            f"(int8_max_accuracy_drop {config.int8_max_accuracy_drop})"
+        )
     if not report["test_agreement"] >= config.int8_min_agreement:
-        failures.append(f"int8 and fp32 agree on {report['test_agreement']:.4f} of test faces "
-                        f"(int8_min_agreement {config.int8_min_agreement})")  # fmt: skip
+        failures.append(
+            f"int8 and fp32 agree on {report['test_agreement']:.4f} of test faces "
+            f"(int8_min_agreement {config.int8_min_agreement})"
+        )
     report["passed"] = not failures
     if failures and config.precision == "int8":
         raise ExportError(
@@ -258,8 +297,15 @@ def check_int8_parity(fp32_logits: np.ndarray, int8_logits: np.ndarray, truth: n
     return report
 
 
-def build_bundle(folder: Path, onnx_path: Path, meta: dict[str, Any], rules: Path, yunet: Path,
-                 int8_path: Path | None = None, precision: str = "fp32") -> dict[str, Any]:  # fmt: skip
+def build_bundle(
+    folder: Path,
+    onnx_path: Path,
+    meta: dict[str, Any],
+    rules: Path,
+    yunet: Path,
+    int8_path: Path | None = None,
+    precision: str = "fp32",
+) -> dict[str, Any]:
     """Write the serving bundle: model (and its int8 version, if given), labels, preprocessing
     spec, rule trees and patterns, the YuNet face detector the framing contract needs, and a
     manifest with each file's sha256 and the ``precision`` that serves."""
@@ -280,7 +326,10 @@ def build_bundle(folder: Path, onnx_path: Path, meta: dict[str, Any], rules: Pat
     (folder / "labels.json").write_text(json.dumps(meta["classes"]) + "\n")
     spec = {key: meta[key] for key in ("input_size", "resize", "mean", "std", "faces")}
     (folder / "preprocess.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-    manifest = {"files": {name: sha256(folder / name) for name in names},
-                "format": "ferops-bundle/1", "precision": precision}  # fmt: skip
+    manifest = {
+        "files": {name: file_digest(folder / name) for name in names},
+        "format": "ferops-bundle/1",
+        "precision": precision,
+    }
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
     return manifest

@@ -14,7 +14,6 @@ least-squares similarity transform onto :data:`TEMPLATE`, the median FER2013 lan
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ferops.digests import file_digest
 from ferops.images import to_gray
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ TEMPLATE = np.array(
 )
 
 #: A given crop is searched for landmarks after padding each side by this share of its long side
-#: (a tight crop cuts the face edge YuNet needs) and scaling its long side to :data:`CROP_SEARCH_SIDE`.
+#: (a tight crop cuts the face edge YuNet needs) and scaling its long side to
+#: :data:`CROP_SEARCH_SIDE`.
 CROP_PAD = 0.25
 CROP_SEARCH_SIDE = 160
 #: Longest side YuNet's input is upsampled to by a cascade step's ``upsample``.
@@ -167,7 +168,7 @@ class Face:
 
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise if the file's sha256 is not ``expected`` (a model file swapped or damaged)."""
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    digest = file_digest(Path(path))
     if digest != expected:
         raise RuntimeError(f"{path} has sha256 {digest}, expected {expected}")
 
@@ -217,8 +218,9 @@ class FaceDetector:
             if self.yunet_path is None or not self.yunet_path.is_file():
                 raise RuntimeError(f"YuNet model {self.yunet_path} is missing ({YUNET_FILE})")
             verify_sha256(self.yunet_path, YUNET_SHA256)
-            self._yunet = cv2.FaceDetectorYN.create(str(self.yunet_path), "", (320, 320), threshold,
-                                                    0.3, 5000)  # fmt: skip
+            self._yunet = cv2.FaceDetectorYN.create(
+                str(self.yunet_path), "", (320, 320), threshold, 0.3, 5000
+            )
         height, width = gray.shape
         self._yunet.setInputSize((width, height))
         self._yunet.setScoreThreshold(threshold)
@@ -258,12 +260,22 @@ class FaceDetector:
             ]
             boxes = [((x, y, x + w, y + h), score, lm) for (x, y, w, h), score, lm in found]
         elif step.detector == "hog":
-            rects, scores, _ = self._detector("hog").run(image, step.upsample, step.adjust_threshold)
-            boxes = [((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s), None)
-                     for r, s in zip(rects, scores, strict=True)]  # fmt: skip
+            rects, scores, _ = self._detector("hog").run(
+                image, step.upsample, step.adjust_threshold
+            )
+            boxes = [
+                ((r.left(), r.top(), r.right() + 1, r.bottom() + 1), float(s), None)
+                for r, s in zip(rects, scores, strict=True)
+            ]
         else:
-            boxes = [((d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1),
-                      float(d.confidence), None) for d in self._detector("cnn")(image, step.upsample)]  # fmt: skip
+            boxes = [
+                (
+                    (d.rect.left(), d.rect.top(), d.rect.right() + 1, d.rect.bottom() + 1),
+                    float(d.confidence),
+                    None,
+                )
+                for d in self._detector("cnn")(image, step.upsample)
+            ]
         faces: list[Face] = []
         for (x0, y0, x1, y1), score, landmarks in boxes:
             left, top = max(round(float(x0)), 0), max(round(float(y0)), 0)
@@ -282,8 +294,9 @@ class FaceDetector:
         if min(height, width) < 8 or max(height, width) > MAX_CROP_ASPECT * min(height, width):
             return None
         pad = max(1, round(CROP_PAD * max(height, width)))
-        padded = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT,
-                                    value=int(np.median(gray)))  # fmt: skip
+        padded = cv2.copyMakeBorder(
+            gray, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=int(np.median(gray))
+        )
         scale = CROP_SEARCH_SIDE / max(height, width)
         interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
         search = cv2.resize(padded, None, fx=scale, fy=scale, interpolation=interp)
@@ -358,9 +371,16 @@ def align_face(gray: np.ndarray, landmarks: np.ndarray, config: FaceConfig) -> n
     if scale < 0.5:
         shrink = 2 * scale
         gray = cv2.resize(gray, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
-        matrix = similarity(np.asarray(landmarks) * shrink, template_points(config.size, config.margin))
-    chip = cv2.warpAffine(gray, matrix, (config.size, config.size), flags=cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        matrix = similarity(
+            np.asarray(landmarks) * shrink, template_points(config.size, config.margin)
+        )
+    chip = cv2.warpAffine(
+        gray,
+        matrix,
+        (config.size, config.size),
+        flags=cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REPLICATE,
+    )
     return np.ascontiguousarray(chip, dtype=np.uint8)
 
 
@@ -416,7 +436,8 @@ def choose_principal(faces: list[Face], shape: tuple[int, ...], config: FaceConf
 
 
 def square_crop(gray: np.ndarray, box: list[int], margin: float, size: int) -> np.ndarray:
-    """Square crop around ``box`` grown by ``margin`` per side, edge-padded, resized to ``size``."""
+    """Square crop around ``box`` grown by ``margin`` per side, edge-padded, resized to
+    ``size``."""
     left, top, right, bottom = box
     side = max(right - left, bottom - top) * (1 + 2 * margin)
     cx, cy = (left + right) / 2, (top + bottom) / 2

@@ -72,7 +72,10 @@ def load_split(
             chip = detector.chip_from_crop(gray)
             side = detector.config.size
             if chip is None:
-                chip, status = cv2.resize(gray, (side, side), interpolation=cv2.INTER_LINEAR), "unaligned"
+                chip, status = (
+                    cv2.resize(gray, (side, side), interpolation=cv2.INTER_LINEAR),
+                    "unaligned",
+                )
             gray = chip
         images.append(gray)
         labels.append(CLASSES.index(label))

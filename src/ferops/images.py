@@ -27,8 +27,9 @@ class ImageDecodeError(ValueError):
         self.detail = detail
 
 
-def decode_image(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
-                 max_aspect: float | None = None) -> np.ndarray:  # fmt: skip
+def decode_image(
+    data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, max_aspect: float | None = None
+) -> np.ndarray:
     """Decode image bytes (any format Pillow reads) to an RGB ``uint8`` array.
 
     EXIF orientation is applied; palette, gray, 16-bit, CMYK and alpha images are converted to

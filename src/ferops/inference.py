@@ -7,7 +7,6 @@ The same code scores the exported model in the ``export`` stage and answers the 
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -18,6 +17,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from ferops.digests import file_digest
 from ferops.explanation import Explainer, softmax
 from ferops.faces import (
     MAX_CROP_ASPECT,
@@ -46,14 +46,6 @@ class BundleError(RuntimeError):
     """A serving bundle that is incomplete or does not match its manifest."""
 
 
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify_bundle(folder: Path) -> dict[str, Any]:
     """Check every file the manifest lists is there with its sha256; return the manifest."""
     folder = Path(folder)
@@ -68,7 +60,7 @@ def verify_bundle(folder: Path) -> dict[str, Any]:
         path = folder / name
         if not path.is_file():
             raise BundleError(f"bundle file {path} is missing")
-        if sha256(path) != expected:
+        if file_digest(path) != expected:
             raise BundleError(f"bundle file {path} does not match its sha256 in the manifest")
     return manifest
 
@@ -98,7 +90,8 @@ def cuda_device_count() -> int:
 
 
 def choose_providers(requested: str = "auto") -> list[str]:
-    """ORT providers for ``auto`` (CUDA when a GPU and the CUDA provider exist), ``cpu``, ``cuda``."""
+    """ORT providers for ``auto`` (CUDA when a GPU and the CUDA provider exist), ``cpu``,
+    ``cuda``."""
     import onnxruntime as ort
 
     if requested not in PROVIDERS:
@@ -117,8 +110,9 @@ def make_session(model: Path, requested: str = "auto"):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(str(model), sess_options=options,
-                                   providers=choose_providers(requested))  # fmt: skip
+    session = ort.InferenceSession(
+        str(model), sess_options=options, providers=choose_providers(requested)
+    )
     log.info("onnxruntime session on %s", session.get_providers())
     return session
 
@@ -159,8 +153,9 @@ class Preprocess:
             out[i, 0] = (window.astype(np.float32) - self.mean) / self.std
         return out
 
-    def input_corners(self, landmarks: np.ndarray, faces: FaceConfig,
-                      scale: float = 1.0) -> list[list[float]]:  # fmt: skip
+    def input_corners(
+        self, landmarks: np.ndarray, faces: FaceConfig, scale: float = 1.0
+    ) -> list[list[float]]:
         """Where the network's input lies in the image: the corners (top-left, top-right,
         bottom-right, bottom-left; pixel edges, in the coordinates of the image the face was
         found on divided by ``scale``) of the ``input_size`` square this object cuts from the
@@ -171,9 +166,15 @@ class Preprocess:
         x0, y0 = self.window(chip, chip)
         new_width, new_height = self.resized(chip, chip)
         sx, sy = chip / new_width, chip / new_height  # resized pixels → chip pixels
-        edges = np.array([[x0, y0], [x0 + self.input_size, y0],
-                          [x0 + self.input_size, y0 + self.input_size],
-                          [x0, y0 + self.input_size]], np.float64) * (sx, sy)  # fmt: skip
+        edges = np.array(
+            [
+                [x0, y0],
+                [x0 + self.input_size, y0],
+                [x0 + self.input_size, y0 + self.input_size],
+                [x0, y0 + self.input_size],
+            ],
+            np.float64,
+        ) * (sx, sy)
         matrix = similarity(landmarks, template_points(faces.size, faces.margin))
         # warpAffine maps pixel centres (integer coordinates): edges are centres − 0.5
         image = np.linalg.solve(matrix[:, :2], (edges - 0.5 - matrix[:, 2]).T).T + 0.5
@@ -213,9 +214,15 @@ class Predictor:
     cascade (a server's latency budget); 0 keeps all.
     """
 
-    def __init__(self, bundle: Path, providers: str = "auto", load_model: bool = True,
-                 max_side: int = DEFAULT_MAX_SIDE, cascade_steps: int = 0,
-                 precision: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        bundle: Path,
+        providers: str = "auto",
+        load_model: bool = True,
+        max_side: int = DEFAULT_MAX_SIDE,
+        cascade_steps: int = 0,
+        precision: str | None = None,
+    ) -> None:
         bundle = Path(bundle)
         self.manifest = verify_bundle(bundle)
         self.labels: list[str] = json.loads((bundle / "labels.json").read_text())
@@ -224,7 +231,9 @@ class Predictor:
         self.face_config = FaceConfig.from_dict(spec["faces"])
         if cascade_steps < 0:
             raise ValueError(f"cascade_steps must be >= 0 (0 = all), got {cascade_steps}")
-        if cascade_steps:  # serving may stop the cascade early: its last steps cost seconds a frame
+        if (
+            cascade_steps
+        ):  # serving may stop the cascade early: its last steps cost seconds a frame
             cascade = self.face_config.cascade[:cascade_steps]
             self.face_config = replace(self.face_config, cascade=cascade)
         self.detector = FaceDetector(self.face_config, bundle / YUNET_FILE)
@@ -293,8 +302,13 @@ class Predictor:
                 record["corners"] = self.preprocess.input_corners(landmarks, cfg, scale)
         return records, crops
 
-    def describe(self, faces: Sequence[dict], logits: np.ndarray, features: np.ndarray,
-                 explain: bool = False) -> list[dict[str, Any]]:  # fmt: skip
+    def describe(
+        self,
+        faces: Sequence[dict],
+        logits: np.ndarray,
+        features: np.ndarray,
+        explain: bool = False,
+    ) -> list[dict[str, Any]]:
         """Per face: expression, the probabilities, box / score / principal flag, and with
         ``explain`` the four-part explanation."""
         results = []
@@ -302,7 +316,9 @@ class Predictor:
             probs = softmax(logit)
             item: dict[str, Any] = {
                 "expression": self.labels[int(np.argmax(probs))],
-                "probabilities": {c: round(float(p), 6) for c, p in zip(self.labels, probs, strict=True)},
+                "probabilities": {
+                    c: round(float(p), 6) for c, p in zip(self.labels, probs, strict=True)
+                },
             }
             item.update(box=face["box"], score=face["score"], principal=face["principal"])
             if explain:
@@ -310,7 +326,9 @@ class Predictor:
             results.append(item)
         return results
 
-    def analyse(self, rgb: np.ndarray, explain: bool = False, is_crop: bool = False) -> list[dict[str, Any]]:
+    def analyse(
+        self, rgb: np.ndarray, explain: bool = False, is_crop: bool = False
+    ) -> list[dict[str, Any]]:
         """Detect → crop → classify (→ explain) every face of an RGB image; with ``is_crop`` the
         whole image is taken as one face crop."""
         faces, crops = self.locate(rgb, is_crop)

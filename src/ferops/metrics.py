@@ -10,12 +10,16 @@ import numpy as np
 from ferops.data import CLASSES
 
 
-def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], n: int = len(CLASSES)) -> np.ndarray:
+def confusion_matrix(
+    y_true: Sequence[int], y_pred: Sequence[int], n: int = len(CLASSES)
+) -> np.ndarray:
     """Counts: row = true class, column = predicted class."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if y_true.shape != y_pred.shape:
         raise ValueError(f"{y_true.shape} true labels vs {y_pred.shape} predictions")
-    if len(y_true) and (min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n):
+    if len(y_true) and (
+        min(y_true.min(), y_pred.min()) < 0 or max(y_true.max(), y_pred.max()) >= n
+    ):
         raise ValueError(f"labels must lie in 0..{n - 1}")
     matrix = np.zeros((n, n), dtype=np.int64)
     np.add.at(matrix, (y_true, y_pred), 1)

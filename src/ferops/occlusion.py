@@ -104,21 +104,30 @@ def sensitivity(
     return OcclusionMap(cells=cells, max_drop=top, predicted=predicted)
 
 
-def maps_from_logits(base_logits: np.ndarray, masked_logits: np.ndarray,
-                     grid: int = GRID) -> list[OcclusionMap]:  # fmt: skip
+def maps_from_logits(
+    base_logits: np.ndarray, masked_logits: np.ndarray, grid: int = GRID
+) -> list[OcclusionMap]:
     """The maps of N faces from their N×K logits and the (N·grid²)×K logits of
     :func:`masked_batch`'s copies."""
     base = np.asarray(base_logits)
     cells = grid * grid
     if len(masked_logits) != len(base) * cells:
-        raise ValueError(f"{len(base)} faces need {len(base) * cells} masked logits, "
-                         f"got {len(masked_logits)}")  # fmt: skip
-    return [sensitivity(base[f], masked_logits[f * cells : (f + 1) * cells], grid)
-            for f in range(len(base))]  # fmt: skip
+        raise ValueError(
+            f"{len(base)} faces need {len(base) * cells} masked logits, got {len(masked_logits)}"
+        )
+    return [
+        sensitivity(base[f], masked_logits[f * cells : (f + 1) * cells], grid)
+        for f in range(len(base))
+    ]
 
 
-def occlusion_maps(forward: Forward, batch: np.ndarray, base_logits: np.ndarray | None = None,
-                   grid: int = GRID, chunk: int = 0) -> list[OcclusionMap]:  # fmt: skip
+def occlusion_maps(
+    forward: Forward,
+    batch: np.ndarray,
+    base_logits: np.ndarray | None = None,
+    grid: int = GRID,
+    chunk: int = 0,
+) -> list[OcclusionMap]:
     """Maps of every face of an N×1×S×S batch through ``forward`` (batch → logits): any
     ONNX-like callable, e.g. ``lambda b: session.run(["logits"], {"input": b})[0]``.
 
@@ -131,13 +140,17 @@ def occlusion_maps(forward: Forward, batch: np.ndarray, base_logits: np.ndarray 
         base_logits = np.asarray(forward(batch))
     masked = masked_batch(batch, grid)
     step = chunk if chunk > 0 else len(masked)
-    logits = np.concatenate([np.asarray(forward(masked[k : k + step]))
-                             for k in range(0, len(masked), step)])  # fmt: skip
+    logits = np.concatenate(
+        [np.asarray(forward(masked[k : k + step])) for k in range(0, len(masked), step)]
+    )
     return maps_from_logits(base_logits, logits, grid)
 
 
-def attach(faces: Sequence[dict[str, Any]], maps: Sequence[OcclusionMap],
-           located: Sequence[dict[str, Any]]) -> None:  # fmt: skip
+def attach(
+    faces: Sequence[dict[str, Any]],
+    maps: Sequence[OcclusionMap],
+    located: Sequence[dict[str, Any]],
+) -> None:
     """Put each face's map into its explanation as ``occlusion`` (faces answered by
     :meth:`ferops.inference.Predictor.describe` with ``explain``), with the ``corners`` of its
     face record (:meth:`ferops.inference.Predictor.locate`: where the map's square lies in the

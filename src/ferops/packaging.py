@@ -16,10 +16,36 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ferops.inference import sha256, verify_bundle
-from ferops.serving import BENTO_MODEL, make_latest, redact_uri
+from ferops import MODEL_NAME
+from ferops.api import redact_uri
+from ferops.digests import file_digest
+from ferops.inference import verify_bundle
 
 log = logging.getLogger(__name__)
+
+
+def make_latest(tag: str) -> str:
+    """Point ``<name>:latest`` in the local BentoML model store at ``tag``; returns the tag.
+
+    Works around BentoML 1.4.40's model store, which moves ``latest`` only when a model is
+    created or deleted (``bentoml._internal.store.Store.register`` / ``delete``): importing a
+    bundle that is already in the store — a rollback — left ``latest`` on the newer model, so
+    ``bentoml serve`` and ``bentoml build`` (``bentofile.yaml`` packs ``:latest``) went on serving
+    it. The store keeps ``latest`` as the file ``<store>/<name>/latest`` holding the version; it
+    is rewritten here and read back through BentoML, so a change of that layout fails loudly
+    instead of serving the wrong model.
+    """
+    import bentoml
+
+    model = bentoml.models.get(tag)
+    (Path(model.path).parent / "latest").write_text(str(model.tag.version))
+    latest = bentoml.models.get(f"{model.tag.name}:latest").tag
+    if latest != model.tag:
+        raise RuntimeError(
+            f"could not point {model.tag.name}:latest at {model.tag} "
+            f"(BentoML resolves it to {latest}): has the model store layout changed?"
+        )
+    return str(model.tag)
 
 
 def find_bundle(folder: Path) -> Path:
@@ -30,7 +56,7 @@ def find_bundle(folder: Path) -> Path:
     return found[0].parent
 
 
-def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL) -> str:
+def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = MODEL_NAME) -> str:
     """Copy a verified bundle into the BentoML model store and make it ``latest``; returns the
     model tag.
 
@@ -41,15 +67,19 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL
     from bentoml.exceptions import NotFound
 
     manifest = verify_bundle(bundle)
-    bundle_sha = sha256(Path(bundle) / "manifest.json")
+    bundle_sha = file_digest(Path(bundle) / "manifest.json")
     try:
         existing = bentoml.models.list(name)
     except NotFound:
         existing = []
     for model in existing:
         if model.info.metadata.get("bundle_sha256") == bundle_sha:
-            log.info("bundle %s is already BentoML model %s: now %s:latest", bundle_sha[:12],
-                     model.tag, name)  # fmt: skip
+            log.info(
+                "bundle %s is already BentoML model %s: now %s:latest",
+                bundle_sha[:12],
+                model.tag,
+                name,
+            )
             return make_latest(str(model.tag))
     labels = {"source": "mlflow" if "mlflow_version" in metadata else "bundle"}
     meta = {**{k: v for k, v in metadata.items() if v is not None}, "bundle_sha256": bundle_sha}
@@ -61,8 +91,9 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = BENTO_MODEL
     return make_latest(str(model.tag))
 
 
-def import_from_registry(alias: str | None = "champion", version: int | None = None,
-                         name: str = "ferops-resnet18") -> str:  # fmt: skip
+def import_from_registry(
+    alias: str | None = "champion", version: int | None = None, name: str = MODEL_NAME
+) -> str:
     """Download ``models:/name@alias`` (or ``/version``) from MLflow into the BentoML store."""
     import mlflow
     from mlflow.tracking import MlflowClient

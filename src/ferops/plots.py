@@ -27,8 +27,10 @@ def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "test") -> 
     counts = np.array(metrics["confusion"])
     normalised = np.array(metrics["confusion_normalised"])
     fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for ax, matrix, fmt, name in ((axes[0], counts, "d", "counts"),
-                                  (axes[1], normalised, ".2f", "row-normalised (recall)")):  # fmt: skip
+    for ax, matrix, fmt, name in (
+        (axes[0], counts, "d", "counts"),
+        (axes[1], normalised, ".2f", "row-normalised (recall)"),
+    ):
         ax.imshow(matrix, cmap="Blues", vmin=0)
         ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
         ax.set_yticks(range(len(CLASSES)), CLASSES)
@@ -37,10 +39,19 @@ def plot_confusion(metrics: dict[str, Any], path: Path, title: str = "test") -> 
         ax.set_title(name)
         top = matrix.max() or 1
         for (i, j), value in np.ndenumerate(matrix):
-            ax.text(j, i, format(value, fmt), ha="center", va="center",
-                    color="white" if value > top / 2 else "black", fontsize=8)  # fmt: skip
-    fig.suptitle(f"{title}: accuracy {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f}, "
-                 f"n={metrics['n']}")  # fmt: skip
+            ax.text(
+                j,
+                i,
+                format(value, fmt),
+                ha="center",
+                va="center",
+                color="white" if value > top / 2 else "black",
+                fontsize=8,
+            )
+    fig.suptitle(
+        f"{title}: accuracy {metrics['accuracy']:.2%}, macro-F1 {metrics['macro_f1']:.3f}, "
+        f"n={metrics['n']}"
+    )
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)

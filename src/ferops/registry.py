@@ -26,11 +26,12 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 
-from ferops.inference import RULES_FILE, Predictor, sha256
+from ferops import MODEL_NAME
+from ferops.digests import file_digest
+from ferops.inference import RULES_FILE, Predictor
 
 log = logging.getLogger(__name__)
 
-MODEL_NAME = "ferops-resnet18"
 CHAMPION, CHALLENGER = "champion", "challenger"
 #: The model card (intended use, data, figures, legal context), relative to the repository root
 #: the pipeline runs in; logged with every registered version, its summary in the descriptions.
@@ -80,14 +81,14 @@ class BundleModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         bundle = Path(context.artifacts[BUNDLE_ARTIFACT])
         self.predictor = Predictor(bundle)
-        self.model = f"bundle:{sha256(bundle / 'manifest.json')[:12]}"
+        self.model = f"bundle:{file_digest(bundle / 'manifest.json')[:12]}"
 
     def predict(self, context, model_input, params=None) -> list[dict[str, Any]]:
         import base64
 
         import pandas as pd
 
-        from ferops.serving import MIN_DETECT_SIDE, Limits, RequestError, decode_upload
+        from ferops.api import MIN_DETECT_SIDE, Limits, RequestError, decode_upload
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
@@ -100,8 +101,13 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         located: list[tuple[int, list, list]] = []
         for data, is_crop in zip(frame["image"], crops_flag, strict=True):
             # error / detail on every row (None for a usable image): one table shape (Spark).
-            record: dict[str, Any] = {"faces": [], "reason": None, "model": self.model,
-                                      "error": None, "detail": None}  # fmt: skip
+            record: dict[str, Any] = {
+                "faces": [],
+                "reason": None,
+                "model": self.model,
+                "error": None,
+                "detail": None,
+            }
             records.append(record)
             if isinstance(data, str):  # base64 text, when no signature decoded it
                 data = base64.b64decode(data)
@@ -122,8 +128,9 @@ class BundleModel(mlflow.pyfunc.PythonModel):
         start = 0
         for index, faces, crops in located:
             stop = start + len(crops)
-            records[index]["faces"] = self.predictor.describe(faces, logits[start:stop],
-                                                              features[start:stop], explain)  # fmt: skip
+            records[index]["faces"] = self.predictor.describe(
+                faces, logits[start:stop], features[start:stop], explain
+            )
             start = stop
         return records
 
@@ -182,33 +189,47 @@ def champion_version(client, name: str):
     return client.get_model_version(name, str(aliases[CHAMPION]))
 
 
-def promotion_gate(champion, test_accuracy: float, split_definition: str | None,
-                   margin: float) -> tuple[bool, str]:  # fmt: skip
+def promotion_gate(
+    champion, test_accuracy: float, split_definition: str | None, margin: float
+) -> tuple[bool, str]:
     """Whether a version with ``test_accuracy`` on ``split_definition`` takes ``champion`` from
     ``champion`` (a model version or ``None``), and why. A champion whose tags cannot be compared
     (another split, a test accuracy that is not a number) is never replaced automatically."""
     if champion is None:
         return True, "no champion yet"
     if champion.tags.get("split_definition") != split_definition:
-        return False, (f"champion v{champion.version} was tested on another split definition: "
-                       "not comparable, promote by hand")  # fmt: skip
+        return False, (
+            f"champion v{champion.version} was tested on another split definition: "
+            "not comparable, promote by hand"
+        )
     raw = champion.tags.get("test_accuracy")
     try:
         best = float(raw)
     except (TypeError, ValueError):
         best = math.nan
     if not math.isfinite(best):
-        return False, (f"champion v{champion.version}'s test_accuracy tag {raw!r} is not a "
-                       "number: not comparable, promote by hand")  # fmt: skip
+        return False, (
+            f"champion v{champion.version}'s test_accuracy tag {raw!r} is not a "
+            "number: not comparable, promote by hand"
+        )
     # The tag holds 6 decimals: compare at that precision, or a tie would lose to rounding.
     promote = round(test_accuracy, 6) >= round(best + margin, 6)
-    return promote, (f"test accuracy {test_accuracy:.4f} {'>=' if promote else '<'} champion "
-                     f"v{champion.version}'s {best:.4f} + margin {margin}")  # fmt: skip
+    return promote, (
+        f"test accuracy {test_accuracy:.4f} {'>=' if promote else '<'} champion "
+        f"v{champion.version}'s {best:.4f} + margin {margin}"
+    )
 
 
-def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, str],
-                    test_accuracy: float, margin: float = 0.0, name: str = MODEL_NAME,
-                    card: Path | None = MODEL_CARD) -> dict[str, Any]:  # fmt: skip
+def register_bundle(
+    bundle: Path,
+    weights: Path,
+    run_id: str,
+    tags: dict[str, str],
+    test_accuracy: float,
+    margin: float = 0.0,
+    name: str = MODEL_NAME,
+    card: Path | None = MODEL_CARD,
+) -> dict[str, Any]:
     """Register ``bundle`` (idempotent) and apply the promotion gate; return the decision.
 
     ``card`` (the model card, when the file exists) is logged with the version's artifacts as
@@ -223,15 +244,23 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient()
-    bundle_sha = sha256(Path(bundle) / "manifest.json")
+    bundle_sha = file_digest(Path(bundle) / "manifest.json")
     existing = find_version(client, name, bundle_sha)
     if existing is not None:
         log.info("bundle %s is already %s version %s", bundle_sha[:12], name, existing.version)
         # search_model_versions leaves aliases empty: ask the registered model.
-        aliases = sorted(a for a, v in client.get_registered_model(name).aliases.items()
-                         if str(v) == str(existing.version))  # fmt: skip
-        return {"action": "unchanged", "name": name, "version": int(existing.version),
-                "aliases": aliases, "reason": "this bundle is already registered"}  # fmt: skip
+        aliases = sorted(
+            a
+            for a, v in client.get_registered_model(name).aliases.items()
+            if str(v) == str(existing.version)
+        )
+        return {
+            "action": "unchanged",
+            "name": name,
+            "version": int(existing.version),
+            "aliases": aliases,
+            "reason": "this bundle is already registered",
+        }
 
     champion = champion_version(client, name)
     try:
@@ -253,17 +282,25 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
         # puts code/ first on sys.path before it unpickles, so `mlflow models serve` and
         # spark_udf import ferops in an environment built from pip_requirements alone (which
         # MLflow prefixes with mlflow==<its version>).
-        info = mlflow.pyfunc.log_model(name="bundle", python_model=BundleModel(),
-                                       artifacts=artifacts,
-                                       signature=image_signature(),
-                                       code_paths=[str(PACKAGE_DIR)],
-                                       pip_requirements=serving_requirements())  # fmt: skip
+        info = mlflow.pyfunc.log_model(
+            name="bundle",
+            python_model=BundleModel(),
+            artifacts=artifacts,
+            signature=image_signature(),
+            code_paths=[str(PACKAGE_DIR)],
+            pip_requirements=serving_requirements(),
+        )
     version_tags = {**tags, "bundle_sha256": bundle_sha, "test_accuracy": f"{test_accuracy:.6f}"}
     version = mlflow.register_model(info.model_uri, name, tags=version_tags)
     number = int(version.version)
 
-    decision = {"action": "registered", "name": name, "version": number,
-                "test_accuracy": test_accuracy, "margin": margin}  # fmt: skip
+    decision = {
+        "action": "registered",
+        "name": name,
+        "version": number,
+        "test_accuracy": test_accuracy,
+        "margin": margin,
+    }
     promote, reason = promotion_gate(champion, test_accuracy, tags.get("split_definition"), margin)
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, number)
@@ -271,14 +308,19 @@ def register_bundle(bundle: Path, weights: Path, run_id: str, tags: dict[str, st
     if "model_card" in artifacts:
         summary = card_summary(Path(card).read_text(encoding="utf-8"))[:DESCRIPTION_LIMIT]
         client.update_registered_model(name, description=summary)
-        facts = {"test accuracy": f"{test_accuracy:.4f}",
-                 "test split sha256": tags.get("split_definition", "unknown"),
-                 "git commit": tags.get("git_commit", "unknown"), "bundle sha256": bundle_sha,
-                 "run": run_id, "promotion at registration": f"{alias}: {reason}",
-                 "model card": "MODEL_CARD.md in this version's artifacts"}  # fmt: skip
+        facts = {
+            "test accuracy": f"{test_accuracy:.4f}",
+            "test split sha256": tags.get("split_definition", "unknown"),
+            "git commit": tags.get("git_commit", "unknown"),
+            "bundle sha256": bundle_sha,
+            "run": run_id,
+            "promotion at registration": f"{alias}: {reason}",
+            "model card": "MODEL_CARD.md in this version's artifacts",
+        }
         description = version_description(summary, facts)
         client.update_model_version(name, str(number), description=description)
-    decision.update(alias=alias, reason=reason,
-                    champion=number if promote else int(champion.version))  # fmt: skip
+    decision.update(
+        alias=alias, reason=reason, champion=number if promote else int(champion.version)
+    )
     log.info("%s v%d → %s (%s)", name, number, alias, reason)
     return decision

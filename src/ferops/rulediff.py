@@ -28,10 +28,16 @@ def class_rules(rules: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         if not text:
             raise ValueError(f"rules.json has no rule text for {name}: not written by explain")
         tree = Tree(rules["trees"][name])
-        voting = [simplify(tree.conditions(nodes)) for nodes in tree.leaves()
-                  if tree.leaf_votes(nodes[-1])]  # fmt: skip
-        out[name] = {"text": text, "rules": [rule_text(c) for c in voting],
-                     "conditions": {c.text() for conditions in voting for c in conditions}}  # fmt: skip
+        voting = [
+            simplify(tree.conditions(nodes))
+            for nodes in tree.leaves()
+            if tree.leaf_votes(nodes[-1])
+        ]
+        out[name] = {
+            "text": text,
+            "rules": [rule_text(c) for c in voting],
+            "conditions": {c.text() for conditions in voting for c in conditions},
+        }
     return out
 
 
@@ -59,9 +65,12 @@ class ClassChange:
         return self.fidelity_after - self.fidelity_before
 
 
-def diff_rules(before: Mapping[str, Any], after: Mapping[str, Any],
-               fidelity_before: Mapping[str, float] | None = None,
-               fidelity_after: Mapping[str, float] | None = None) -> list[ClassChange]:  # fmt: skip
+def diff_rules(
+    before: Mapping[str, Any],
+    after: Mapping[str, Any],
+    fidelity_before: Mapping[str, float] | None = None,
+    fidelity_after: Mapping[str, float] | None = None,
+) -> list[ClassChange]:
     """Per class (in ``after``'s order, then classes only ``before`` has), the change of its
     rules from ``before`` to ``after`` (two ``rules.json`` contents) and of its fidelity."""
     a, b = class_rules(before), class_rules(after)
@@ -70,13 +79,18 @@ def diff_rules(before: Mapping[str, Any], after: Mapping[str, Any],
     for name in list(b) + [n for n in a if n not in b]:
         old = a.get(name, {"text": "(no such class)", "rules": [], "conditions": set()})
         new = b.get(name, {"text": "(no such class)", "rules": [], "conditions": set()})
-        out.append(ClassChange(
-            name=name, before=old["text"], after=new["text"],
-            conditions_added=sorted(new["conditions"] - old["conditions"]),
-            conditions_removed=sorted(old["conditions"] - new["conditions"]),
-            rules_kept=len(set(old["rules"]) & set(new["rules"])),
-            fidelity_before=fa.get(name), fidelity_after=fb.get(name),
-        ))  # fmt: skip
+        out.append(
+            ClassChange(
+                name=name,
+                before=old["text"],
+                after=new["text"],
+                conditions_added=sorted(new["conditions"] - old["conditions"]),
+                conditions_removed=sorted(old["conditions"] - new["conditions"]),
+                rules_kept=len(set(old["rules"]) & set(new["rules"])),
+                fidelity_before=fa.get(name),
+                fidelity_after=fb.get(name),
+            )
+        )
     return out
 
 
@@ -90,15 +104,21 @@ def diff_text(changes: list[ClassChange], label_a: str, label_b: str) -> str:
     for c in changes:
         delta = c.fidelity_change
         moved = "" if delta is None else f" ({100 * delta:+.1f} points)"
-        lines.append(f"{c.name}: {'changed' if c.changed else 'unchanged'}; held-out fidelity "
-                     f"{_percent(c.fidelity_before)} → {_percent(c.fidelity_after)}{moved}")  # fmt: skip
+        lines.append(
+            f"{c.name}: {'changed' if c.changed else 'unchanged'}; held-out fidelity "
+            f"{_percent(c.fidelity_before)} → {_percent(c.fidelity_after)}{moved}"
+        )
         if c.changed:
             lines.append(f"  {label_a}: {c.before}")
             lines.append(f"  {label_b}: {c.after}")
-            lines.append(f"  conditions added ({len(c.conditions_added)}): "
-                         f"{', '.join(c.conditions_added) or '-'}")  # fmt: skip
-            lines.append(f"  conditions removed ({len(c.conditions_removed)}): "
-                         f"{', '.join(c.conditions_removed) or '-'}")  # fmt: skip
+            lines.append(
+                f"  conditions added ({len(c.conditions_added)}): "
+                f"{', '.join(c.conditions_added) or '-'}"
+            )
+            lines.append(
+                f"  conditions removed ({len(c.conditions_removed)}): "
+                f"{', '.join(c.conditions_removed) or '-'}"
+            )
             lines.append(f"  voting rules kept as they were: {c.rules_kept}")
         else:
             lines.append(f"  {c.after}")

@@ -79,19 +79,28 @@ def fit_tree(
     """One tree for a boolean target, exported to plain arrays. With ``columns`` the tree may
     split only on those features (its feature indices still count all of ``features``' columns).
     """
-    model = DecisionTreeClassifier(max_depth=depth or config.max_depth,
-                                   min_samples_leaf=config.min_samples_leaf,
-                                   criterion=config.criterion, random_state=config.seed)  # fmt: skip
+    model = DecisionTreeClassifier(
+        max_depth=depth or config.max_depth,
+        min_samples_leaf=config.min_samples_leaf,
+        criterion=config.criterion,
+        random_state=config.seed,
+    )
     columns = np.arange(features.shape[1]) if columns is None else np.asarray(columns)
     model.fit(features[:, columns], target.astype(int))
     tree = model.tree_
     value = tree.value[:, 0, :]  # per node: class shares (sklearn ≥1.4 stores fractions)
     value = value / np.clip(value.sum(axis=1, keepdims=True), 1e-12, None)
     positive = value[:, 1] if value.shape[1] > 1 else np.full(len(value), float(target.all()))
-    return Tree({"children_left": tree.children_left, "children_right": tree.children_right,
-                 "feature": columns[np.where(tree.feature < 0, 0, tree.feature)],
-                 "threshold": tree.threshold,
-                 "positive": positive, "samples": tree.n_node_samples})  # fmt: skip
+    return Tree(
+        {
+            "children_left": tree.children_left,
+            "children_right": tree.children_right,
+            "feature": columns[np.where(tree.feature < 0, 0, tree.feature)],
+            "threshold": tree.threshold,
+            "positive": positive,
+            "samples": tree.n_node_samples,
+        }
+    )
 
 
 def truncate(tree: Tree, depth: int) -> Tree:
@@ -185,10 +194,13 @@ def class_rules(tree: Tree, features: np.ndarray, target: np.ndarray) -> ClassRu
     for nodes in tree.leaves():
         conditions = simplify(tree.conditions(nodes))
         fires = leaves_of == nodes[-1]
-        entry = {"rule": rule_text(conditions), "conditions": [c.to_dict() for c in conditions],
-                 "coverage": round(float(fires.mean()), 4),
-                 "precision": round(float(target[fires].mean()), 4) if fires.any() else None,
-                 "votes": tree.leaf_votes(nodes[-1])}  # fmt: skip
+        entry = {
+            "rule": rule_text(conditions),
+            "conditions": [c.to_dict() for c in conditions],
+            "coverage": round(float(fires.mean()), 4),
+            "precision": round(float(target[fires].mean()), 4) if fires.any() else None,
+            "votes": tree.leaf_votes(nodes[-1]),
+        }
         (positive if entry["votes"] else negative).append(entry)
     if not positive:
         text = "never (no leaf votes for this class)"
@@ -206,7 +218,9 @@ def _wrap(rule: str, count: int) -> str:
     return f"({rule})" if count > 1 and " & " in rule else rule
 
 
-def patterns(features: np.ndarray, predicted: np.ndarray, classes: Sequence[str]) -> dict[str, list[float]]:
+def patterns(
+    features: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
+) -> dict[str, list[float]]:
     """Characteristic pattern of each class: the centroid of the faces the network assigns to it
     (the overall centroid when it assigns none)."""
     out = {}
@@ -216,20 +230,36 @@ def patterns(features: np.ndarray, predicted: np.ndarray, classes: Sequence[str]
     return out
 
 
-def rules_markdown(classes: Sequence[str], rules: dict[str, ClassRules], fid: dict[str, Any]) -> str:
+def rules_markdown(
+    classes: Sequence[str], rules: dict[str, ClassRules], fid: dict[str, Any]
+) -> str:
     """The paper's "Extracted Rules" table, with fidelity and per-rule coverage / precision."""
-    lines = ["# Extracted rules", "",
-             ("Per class, a depth-limited decision tree on the 512 penultimate features learns the "
-             "network's own decision. `&` = AND, `||` = OR, `not` = NOT."), "",
-             "| Decision | Rules | fidelity (test) | fidelity (train) |", "|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "# Extracted rules",
+        "",
+        (
+            "Per class, a depth-limited decision tree on the 512 penultimate features learns the "
+            "network's own decision. `&` = AND, `||` = OR, `not` = NOT."
+        ),
+        "",
+        "| Decision | Rules | fidelity (test) | fidelity (train) |",
+        "|---|---|---|---|",
+    ]
     for name in classes:
-        lines.append(f"| {name} | {rules[name].text} | {fid['test'][name]:.2%} | {fid['train'][name]:.2%} |")
-    lines += ["", f"Mean fidelity: test {fid['test_mean']:.2%}, train {fid['train_mean']:.2%}.", ""]
+        lines.append(
+            f"| {name} | {rules[name].text} | {fid['test'][name]:.2%} | {fid['train'][name]:.2%} |"
+        )
+    lines += [
+        "",
+        f"Mean fidelity: test {fid['test_mean']:.2%}, train {fid['train_mean']:.2%}.",
+        "",
+    ]
     for name in classes:
         lines += [f"## {name}", "", "| votes | rule | coverage | precision |", "|---|---|---|---|"]
         for r in rules[name].rules:
             precision = "–" if r["precision"] is None else f"{r['precision']:.2%}"
-            lines.append(f"| {'yes' if r['votes'] else 'no'} | {r['rule']} | {r['coverage']:.2%} | {precision} |")
+            votes = "yes" if r["votes"] else "no"
+            lines.append(f"| {votes} | {r['rule']} | {r['coverage']:.2%} | {precision} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -268,10 +298,20 @@ def plot_tree_png(tree: Tree, name: str, path: Path) -> None:
             color = "white"
         else:
             votes = tree.leaf_votes(node)
-            label = f"{'YES' if votes else 'no'}\n{tree.positive[node]:.0%} of {tree.samples[node]}"
+            label = (
+                f"{'YES' if votes else 'no'}\n{tree.positive[node]:.0%} of {tree.samples[node]}"
+            )
             color = "#9be39b" if votes else "#eeeeee"
-        ax.text(x, -d, label, ha="center", va="center", fontsize=7, zorder=2,
-                bbox={"boxstyle": "round", "fc": color, "ec": "grey"})  # fmt: skip
+        ax.text(
+            x,
+            -d,
+            label,
+            ha="center",
+            va="center",
+            fontsize=7,
+            zorder=2,
+            bbox={"boxstyle": "round", "fc": color, "ec": "grey"},
+        )
     ax.set_title(f"{name}: network says {name}? (left branch = condition true)")
     ax.set_xlim(-0.8, len(leaves) - 0.2)
     ax.set_ylim(-depth - 0.6, 0.6)

@@ -12,8 +12,11 @@ import numpy as np
 GREEN, RED, WHITE, YELLOW = (60, 200, 60), (40, 40, 230), (255, 255, 255), (0, 220, 255)
 
 
-def tile(image: np.ndarray, caption: str, size: int, color: tuple[int, int, int] = WHITE) -> np.ndarray:
-    """Resize ``image`` (gray or BGR) to fit ``size×size`` on black and write a caption under it."""
+def tile(
+    image: np.ndarray, caption: str, size: int, color: tuple[int, int, int] = WHITE
+) -> np.ndarray:
+    """Resize ``image`` (gray or BGR) to fit ``size×size`` on black and write a caption under
+    it."""
     if image.ndim == 2:
         image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     height, width = image.shape[:2]
@@ -23,8 +26,16 @@ def tile(image: np.ndarray, caption: str, size: int, color: tuple[int, int, int]
     y0, x0 = (size - resized.shape[0]) // 2, (size - resized.shape[1]) // 2
     cell[y0 : y0 + resized.shape[0], x0 : x0 + resized.shape[1]] = resized
     for line, text in enumerate(caption.split("\n")[:2]):
-        cv2.putText(cell, text[:30], (3, size + 13 + 15 * line), cv2.FONT_HERSHEY_SIMPLEX,
-                    0.38, color, 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            cell,
+            text[:30],
+            (3, size + 13 + 15 * line),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            color,
+            1,
+            cv2.LINE_AA,
+        )
     return cell
 
 
@@ -37,8 +48,10 @@ def grid(tiles: list[np.ndarray], columns: int, title: str = "") -> np.ndarray:
     sheet = np.full((rows * (height + 4) + 30, columns * (width + 4), 3), 32, dtype=np.uint8)
     for index, cell in enumerate(tiles):
         r, c = divmod(index, columns)
-        sheet[30 + r * (height + 4) : 30 + r * (height + 4) + height,
-              c * (width + 4) : c * (width + 4) + width] = cell  # fmt: skip
+        sheet[
+            30 + r * (height + 4) : 30 + r * (height + 4) + height,
+            c * (width + 4) : c * (width + 4) + width,
+        ] = cell
     cv2.putText(sheet, title, (6, 21), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
     return sheet
 
@@ -71,13 +84,18 @@ def candidates_of(row: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def prepare_contact_sheet(
-    rows: list[dict[str, Any]], raw_root: Path, crop_root: Path, out: Path, seed: int = 0,
-    per_kind: int = 8, cell: int = 150,
+    rows: list[dict[str, Any]],
+    raw_root: Path,
+    crop_root: Path,
+    out: Path,
+    seed: int = 0,
+    per_kind: int = 8,
+    cell: int = 150,
 ) -> None:
     """One picture of what ``prepare`` did: multi-face frames with every candidate box (principal
     green), frames where no face was found, then sample crops of each class."""
     from ferops.images import ImageDecodeError, read_image
-    from ferops.preprocess import rng_sample
+    from ferops.prepare import rng_sample
 
     tiles: list[np.ndarray] = []
     multi = rng_sample([r for r in rows if int(r["faces_found"]) > 1], per_kind, seed)

@@ -71,7 +71,9 @@ def assign_splits(rows: list[dict[str, Any]], config: SplitConfig) -> list[dict[
 
     folds = np.full(len(rows), -1)
     splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed)
-    for fold, (_, held) in enumerate(splitter.split(np.zeros(len(rest)), labels[rest], groups[rest])):
+    for fold, (_, held) in enumerate(
+        splitter.split(np.zeros(len(rest)), labels[rest], groups[rest])
+    ):
         folds[rest[held]] = fold
     out = []
     for row, name, fold in zip(rows, split, folds, strict=True):

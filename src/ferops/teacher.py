@@ -30,9 +30,15 @@ TEACHER_SIZE = 112
 #: The 5-landmark template of the teacher's 112-px input (OpenCV zoo's
 #: ``facial_expression_recognition`` demo), in :data:`ferops.faces.TEMPLATE`'s order.
 TEACHER_TEMPLATE = np.array(
-    [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
-     [70.7299, 92.2041]], np.float64
-)  # fmt: skip
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    np.float64,
+)
 
 
 def teacher_input(chips: Sequence[np.ndarray], margin: float) -> np.ndarray:
@@ -40,8 +46,13 @@ def teacher_input(chips: Sequence[np.ndarray], margin: float) -> np.ndarray:
     out = np.empty((len(chips), 3, TEACHER_SIZE, TEACHER_SIZE), np.float32)
     for i, chip in enumerate(chips):
         matrix = similarity(template_points(chip.shape[0], margin), TEACHER_TEMPLATE)
-        face = cv2.warpAffine(chip, matrix, (TEACHER_SIZE, TEACHER_SIZE), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        face = cv2.warpAffine(
+            chip,
+            matrix,
+            (TEACHER_SIZE, TEACHER_SIZE),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_REPLICATE,
+        )
         out[i] = (face.astype(np.float32) / 255.0 - 0.5) / 0.5
     return out
 
@@ -58,8 +69,9 @@ class Teacher:
         options = ort.SessionOptions()
         options.log_severity_level = 3
         options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(model), sess_options=options,
-                                            providers=["CPUExecutionProvider"])  # fmt: skip
+        self.session = ort.InferenceSession(
+            str(model), sess_options=options, providers=["CPUExecutionProvider"]
+        )
         self.input = self.session.get_inputs()[0].name
 
     def logits(

@@ -50,10 +50,16 @@ def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
 def git_commit(cwd: Path | None = None) -> str:
     """HEAD's commit, with ``-dirty`` when tracked files differ; ``unknown`` outside git."""
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, check=False).stdout.strip()  # fmt: skip
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
         return head + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -83,8 +89,9 @@ def open_experiment(name: str = EXPERIMENT):
 
     experiment = mlflow.set_experiment(name)
     if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
-                                                 EXPERIMENT_KIND)  # fmt: skip
+        mlflow.MlflowClient().set_experiment_tag(
+            experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND
+        )
     return experiment
 
 
@@ -97,8 +104,9 @@ def start_run(run_file: Path, run_name: str, tags: dict[str, str]) -> str:
     with mlflow.start_run(run_name=run_name, tags=tags) as run:
         run_id = run.info.run_id
     Path(run_file).parent.mkdir(parents=True, exist_ok=True)
-    Path(run_file).write_text(json.dumps({"run_id": run_id,
-                                          "experiment_id": experiment.experiment_id}, indent=2) + "\n")  # fmt: skip
+    Path(run_file).write_text(
+        json.dumps({"run_id": run_id, "experiment_id": experiment.experiment_id}, indent=2) + "\n"
+    )
     log.info("MLflow run %s in %s (%s)", run_id, EXPERIMENT, tracking_uri())
     return run_id
 
@@ -111,14 +119,17 @@ def resume_run(run_file: Path) -> Iterator[str]:
     try:
         run_id = json.loads(Path(run_file).read_text())["run_id"]
     except (OSError, KeyError, ValueError) as exc:
-        raise RuntimeError(f"{run_file} holds no MLflow run id: run the train stage first") from exc
+        raise RuntimeError(
+            f"{run_file} holds no MLflow run id: run the train stage first"
+        ) from exc
     mlflow.set_tracking_uri(tracking_uri())
     with mlflow.start_run(run_id=run_id):
         yield run_id
 
 
-def run_in_this_store(run_file: Path, params_file: Path, sections: list[str],
-                      metrics: dict[str, float]) -> str:  # fmt: skip
+def run_in_this_store(
+    run_file: Path, params_file: Path, sections: list[str], metrics: dict[str, float]
+) -> str:
     """The id of the run ``run_file`` names when this tracking store has it; otherwise a new run
     of the ``ferops`` experiment standing for it, whose id is returned.
 
@@ -137,8 +148,11 @@ def run_in_this_store(run_file: Path, params_file: Path, sections: list[str],
         mlflow.MlflowClient().get_run(run_id)
         return run_id
     except MlflowException:
-        log.info("run %s is not in %s (stage outputs pulled from a remote): a new run stands for it",
-                 run_id, tracking_uri())  # fmt: skip
+        log.info(
+            "run %s is not in %s (stage outputs pulled from a remote): a new run stands for it",
+            run_id,
+            tracking_uri(),
+        )
     open_experiment(EXPERIMENT)
     tags = {**run_tags("restored"), "ferops.source_run": run_id, "ferops.restored": "true"}
     with mlflow.start_run(run_name="restored-from-stored-outputs", tags=tags) as run:

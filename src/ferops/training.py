@@ -25,8 +25,13 @@ log = logging.getLogger(__name__)
 SCHEDULES = ("none", "cosine", "step")
 INITS = ("scratch", "fer2013")
 #: Backbone blocks of :class:`~ferops.model.FerResNet` in forward order (``freeze_blocks``).
-BLOCKS: tuple[tuple[str, ...], ...] = (("conv1", "bn1"), ("layer1",), ("layer2",), ("layer3",),
-                                        ("layer4",))  # fmt: skip
+BLOCKS: tuple[tuple[str, ...], ...] = (
+    ("conv1", "bn1"),
+    ("layer1",),
+    ("layer2",),
+    ("layer3",),
+    ("layer4",),
+)
 #: Pixel normalisation: uint8 → [-1, 1]. Saved with every checkpoint and in the serving bundle.
 MEAN, STD = 127.5, 127.5
 
@@ -74,7 +79,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_blocks <= len(BLOCKS):
-            raise ValueError(f"freeze_blocks must lie in 0..{len(BLOCKS)}, got {self.freeze_blocks}")
+            raise ValueError(
+                f"freeze_blocks must lie in 0..{len(BLOCKS)}, got {self.freeze_blocks}"
+            )
         if self.backbone_lr_scale < 0 or self.mixup_alpha < 0 or not 0 <= self.dropout < 1:
             raise ValueError("backbone_lr_scale and mixup_alpha must be >= 0, dropout in [0, 1)")
         if self.schedule not in SCHEDULES:
@@ -97,7 +104,9 @@ class TrainConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(cfg) - known
         if unknown:
-            raise ValueError(f"unknown training settings {sorted(unknown)}; valid: {sorted(known)}")
+            raise ValueError(
+                f"unknown training settings {sorted(unknown)}; valid: {sorted(known)}"
+            )
         return cls(**cfg)
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,8 +144,13 @@ class FaceSet:
     """Gray uint8 faces (any sizes) with labels, pre-resized once to the training scale, and
     optionally the teacher's logits for each face (``soft``, N×7) to distil from."""
 
-    def __init__(self, images: Sequence[np.ndarray], labels: Sequence[int], resize: int,
-                 soft: np.ndarray | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[int],
+        resize: int,
+        soft: np.ndarray | None = None,
+    ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if not len(images):
@@ -167,7 +181,9 @@ class FaceSet:
         return to_tensor(np.stack(crops)), torch.from_numpy(self.labels[indices])
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    student: torch.Tensor, teacher: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Hinton et al. (2015): ``T² · KL(softmax(teacher/T) ‖ softmax(student/T))``, mean over the
     batch (the T² keeps its gradients on the scale of the cross-entropy's)."""
     target = torch.softmax(teacher / temperature, dim=1)
@@ -195,7 +211,11 @@ def _lr_factor(config: TrainConfig, epoch: int) -> float:
 
 @torch.no_grad()
 def predict(
-    model: FerResNet, data: FaceSet, side: int, batch_size: int = 64, device: str = "auto",
+    model: FerResNet,
+    data: FaceSet,
+    side: int,
+    batch_size: int = 64,
+    device: str = "auto",
     flip_tta: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(logits N×7, features N×512) on centre crops, in order; with ``flip_tta`` the mean of the
@@ -261,8 +281,12 @@ def chunks(total: int, size: int) -> list[slice]:
 
 
 def _mixed_batch(
-    train: FaceSet, indices: np.ndarray, extra: FaceSet | None, extra_indices: np.ndarray | None,
-    config: TrainConfig, rng: np.random.Generator,
+    train: FaceSet,
+    indices: np.ndarray,
+    extra: FaceSet | None,
+    extra_indices: np.ndarray | None,
+    config: TrainConfig,
+    rng: np.random.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """One training batch (random crops): ``train[indices]`` then ``extra[extra_indices]``, and
     the teacher logits of both when distilling (else ``None``). :func:`fit` runs it through the
@@ -298,7 +322,9 @@ def fit(
     (:func:`distillation_loss`) with the cross-entropy on the ground truth."""
     if config.extra_share > 0 and extra is None:
         raise ValueError("extra_share is set but no extra data set was given")
-    if config.distill_weight > 0 and (train.soft is None or (extra is not None and extra.soft is None)):
+    if config.distill_weight > 0 and (
+        train.soft is None or (extra is not None and extra.soft is None)
+    ):
         raise ValueError("distill_weight is set but a training set has no teacher soft labels")
     seed_everything(config.seed)
     device = resolve_device(config.device)
@@ -313,11 +339,14 @@ def fit(
         hook = weight.register_hook(lambda grad: grad * mask)
     groups = param_groups(model, config)
     _set_frozen(model, config.freeze_blocks, True)
-    optimiser = torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum,
-                                weight_decay=config.weight_decay)  # fmt: skip
+    optimiser = torch.optim.SGD(
+        groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
     criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     rng = np.random.default_rng(config.seed)
-    n_extra = round(config.batch_size * config.extra_share / (1 - config.extra_share)) if extra else 0
+    n_extra = (
+        round(config.batch_size * config.extra_share / (1 - config.extra_share)) if extra else 0
+    )
     chunk = config.micro_batch or config.batch_size
     history: list[dict[str, float]] = []
     best_state, best_key = None, (-1.0, 0.0)
@@ -331,13 +360,23 @@ def fit(
             module.eval()  # frozen BatchNorm keeps its pre-trained statistics
         order = rng.permutation(len(train))
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"{desc} {epoch + 1}/{config.epochs}",
-                   unit="batch", leave=False)  # fmt: skip
+        bar = tqdm(
+            range(0, len(order), config.batch_size),
+            desc=f"{desc} {epoch + 1}/{config.epochs}",
+            unit="batch",
+            leave=False,
+        )
         for begin in bar:
             batch = order[begin : begin + config.batch_size]
             optimiser.zero_grad(set_to_none=True)
-            x, y, soft = _mixed_batch(train, batch, extra, rng.integers(0, len(extra), n_extra)
-                                      if n_extra else None, config, rng)  # fmt: skip
+            x, y, soft = _mixed_batch(
+                train,
+                batch,
+                extra,
+                rng.integers(0, len(extra), n_extra) if n_extra else None,
+                config,
+                rng,
+            )
             for part in chunks(len(y), chunk):
                 xs, ys = x[part].to(device, memory_format=torch.channels_last), y[part].to(device)
                 if config.mixup_alpha > 0:
@@ -349,7 +388,9 @@ def fit(
                     out = model(xs)
                     loss = criterion(out, ys)
                     if soft is not None:
-                        kd = distillation_loss(out, soft[part].to(device), config.distill_temperature)
+                        kd = distillation_loss(
+                            out, soft[part].to(device), config.distill_temperature
+                        )
                         loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
                 (loss * len(ys) / len(y)).backward()
                 loss_sum += float(loss) * len(ys)
@@ -357,10 +398,16 @@ def fit(
                 seen += len(ys)
             optimiser.step()
             bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen,
-               "train_acc": correct / seen}  # fmt: skip
+        row = {
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+        }
         if val is not None:
-            row["val_loss"], row["val_acc"] = evaluate_loss(model, val, config.input_size, config.device)
+            row["val_loss"], row["val_acc"] = evaluate_loss(
+                model, val, config.input_size, config.device
+            )
             key = (row["val_acc"], -row["val_loss"])
             if key > best_key:
                 best_key, best_state = key, copy.deepcopy(model.state_dict())

@@ -29,9 +29,24 @@ NO_FACE_POLICIES = ("skip", "centre")
 USABLE = ("face", "centre")
 
 MANIFEST_FIELDS = [
-    "image_id", "path", "label", "label_index", "movie", "clip", "frame", "status", "reason",
-    "faces_found", "detector_step", "detector", "box", "score", "candidates", "mean_luma", "crop",
-]  # fmt: skip
+    "image_id",
+    "path",
+    "label",
+    "label_index",
+    "movie",
+    "clip",
+    "frame",
+    "status",
+    "reason",
+    "faces_found",
+    "detector_step",
+    "detector",
+    "box",
+    "score",
+    "candidates",
+    "mean_luma",
+    "crop",
+]
 QUARANTINE_FIELDS = ["image_id", "path", "reason", "detail"]
 
 
@@ -113,7 +128,11 @@ def _process_in_worker(args: tuple[Frame, Path, Path, str]) -> dict[str, Any]:
 
 
 def prepare_frames(
-    frames: list[Frame], root: Path, out_dir: Path, config: PrepareConfig, yunet: Path | None = None
+    frames: list[Frame],
+    root: Path,
+    out_dir: Path,
+    config: PrepareConfig,
+    yunet: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Turn frames into crops under ``out_dir/<Class>/``; return (manifest rows, quarantine rows).
     ``yunet`` is the YuNet model file (:data:`~ferops.faces.YUNET_FILE`).
@@ -126,7 +145,9 @@ def prepare_frames(
     rows: list[dict[str, Any]] = []
     for frame in frames:
         if frame.image_id in conflicts:
-            log.warning("%s is byte-identical to %s: excluded", frame.image_id, conflicts[frame.image_id])
+            log.warning(
+                "%s is byte-identical to %s: excluded", frame.image_id, conflicts[frame.image_id]
+            )
             rows.append(_conflict_row(frame, root, conflicts[frame.image_id]))
     for row in tqdm(_run(jobs, config, yunet), total=len(jobs), desc="prepare", unit="frame"):
         rows.append(row)
@@ -152,7 +173,10 @@ def _run(
     # spawn, not fork: a forked child inherits OpenCV/OpenMP thread pools mid-state and hangs.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        config.workers, mp_context=context, initializer=_init_worker, initargs=(config.faces, yunet)
+        config.workers,
+        mp_context=context,
+        initializer=_init_worker,
+        initargs=(config.faces, yunet),
     ) as pool:
         yield from pool.map(_process_in_worker, jobs, chunksize=1)
 
@@ -216,7 +240,11 @@ def prepare_metrics(rows: list[dict[str, Any]], seconds: float) -> dict[str, Any
 
 
 def timed_prepare(
-    frames: list[Frame], root: Path, out_dir: Path, config: PrepareConfig, yunet: Path | None = None
+    frames: list[Frame],
+    root: Path,
+    out_dir: Path,
+    config: PrepareConfig,
+    yunet: Path | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """:func:`prepare_frames` plus its metrics, wall time included."""
     start = time.perf_counter()

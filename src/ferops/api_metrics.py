@@ -5,7 +5,7 @@
 * ``ferops_face_expressions_total{route, expression}``: every face answered, by the expression
   predicted (a shift in what the service answers shows here first);
 * ``ferops_errors_total{route, status, reason}``: error answers by HTTP status and reason code
-  (:mod:`ferops.serving`'s table): the 503s by cause (``overloaded``, ``timeout``,
+  (:mod:`ferops.api`'s table): the 503s by cause (``overloaded``, ``timeout``,
   ``classifier_unavailable``) and the 4xx by what was wrong with the upload;
 * ``ferops_lane_depth{lane}``: requests inside each lane (``frames``, ``crops``) now;
 * ``ferops_model_info{model}``: 1 for the BentoML model tag served.
@@ -59,5 +59,5 @@ class ServiceMetrics:
             self.expressions.labels(route, expression).inc()
 
     def error(self, route: str, error: Any) -> None:
-        """Count an error answer (a :class:`ferops.serving.RequestError`)."""
+        """Count an error answer (a :class:`ferops.api.RequestError`)."""
         self.errors.labels(route, str(error.status), error.error).inc()

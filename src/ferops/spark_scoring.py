@@ -33,7 +33,8 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 
 def champion_uri() -> str:
     """``models:/ferops-resnet18@champion``: what ``ferops score`` applies by default."""
-    from ferops.registry import CHAMPION, MODEL_NAME  # mlflow: only when asked
+    from ferops import MODEL_NAME
+    from ferops.registry import CHAMPION  # mlflow: only when asked
 
     return f"models:/{MODEL_NAME}@{CHAMPION}"
 
@@ -43,32 +44,43 @@ def record_type():
     from pyspark.sql import types as T
 
     probabilities = T.StructType([T.StructField(c, T.DoubleType()) for c in CLASSES])
-    face = T.StructType([
-        T.StructField("expression", T.StringType()),
-        T.StructField("probabilities", probabilities),
-        T.StructField("box", T.ArrayType(T.DoubleType())),
-        T.StructField("score", T.DoubleType()),
-        T.StructField("principal", T.BooleanType()),
-    ])  # fmt: skip
-    return T.StructType([
-        T.StructField("faces", T.ArrayType(face)),
-        T.StructField("reason", T.StringType()),
-        T.StructField("model", T.StringType()),
-        T.StructField("error", T.StringType()),
-        T.StructField("detail", T.StringType()),
-    ])  # fmt: skip
+    face = T.StructType(
+        [
+            T.StructField("expression", T.StringType()),
+            T.StructField("probabilities", probabilities),
+            T.StructField("box", T.ArrayType(T.DoubleType())),
+            T.StructField("score", T.DoubleType()),
+            T.StructField("principal", T.BooleanType()),
+        ]
+    )
+    return T.StructType(
+        [
+            T.StructField("faces", T.ArrayType(face)),
+            T.StructField("reason", T.StringType()),
+            T.StructField("model", T.StringType()),
+            T.StructField("error", T.StringType()),
+            T.StructField("detail", T.StringType()),
+        ]
+    )
 
 
-def spark_session(master: str = DEFAULT_MASTER, driver_memory: str = DEFAULT_DRIVER_MEMORY,
-                  executor_memory: str | None = None, batch_rows: int = DEFAULT_BATCH_ROWS,
-                  app: str = "ferops-score"):  # fmt: skip
+def spark_session(
+    master: str = DEFAULT_MASTER,
+    driver_memory: str = DEFAULT_DRIVER_MEMORY,
+    executor_memory: str | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+    app: str = "ferops-score",
+):
     """A Spark session for scoring (stop it when done: ``session.stop()``)."""
     from pyspark.sql import SparkSession
 
-    builder = (SparkSession.builder.master(master).appName(app)
-               .config("spark.driver.memory", driver_memory)
-               .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
-               .config("spark.ui.enabled", "false"))  # fmt: skip
+    builder = (
+        SparkSession.builder.master(master)
+        .appName(app)
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
+        .config("spark.ui.enabled", "false")
+    )
     if executor_memory:
         builder = builder.config("spark.executor.memory", executor_memory)
     return builder.getOrCreate()
@@ -97,8 +109,12 @@ def read_images(spark, source: str | Path):
         return table.select("path", read_bytes("path").alias("content"))
     suffixes = sorted(IMAGE_SUFFIXES)
     glob = "*.{" + ",".join(s.lstrip(".") for s in suffixes + [s.upper() for s in suffixes]) + "}"
-    frame = (spark.read.format("binaryFile").option("pathGlobFilter", glob)
-             .option("recursiveFileLookup", "true").load(text))  # fmt: skip
+    frame = (
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", glob)
+        .option("recursiveFileLookup", "true")
+        .load(text)
+    )
     return frame.select("path", "content")
 
 
@@ -108,23 +124,32 @@ def score(images, model_uri: str):
     import mlflow.pyfunc
     from pyspark.sql import functions as F
 
-    udf = mlflow.pyfunc.spark_udf(images.sparkSession, model_uri, result_type=record_type(),
-                                  env_manager="local")  # fmt: skip
+    udf = mlflow.pyfunc.spark_udf(
+        images.sparkSession, model_uri, result_type=record_type(), env_manager="local"
+    )
     scored = images.select("path", udf(F.struct(F.col("content").alias("image"))).alias("r"))
     # MLflow casts a struct's string field with astype(str), so a batch mixing None and text
     # gives "nan" / "None" for the None rows; no reason, error code or detail is either word.
     nullable = ("reason", "error", "detail")
     return scored.select("path", "r.*").select(
         "path",
-        *(F.when(~F.col(c).isin("nan", "None"), F.col(c)).alias(c) if c in nullable else c
-          for c in record_type().fieldNames()),
-    )  # fmt: skip
+        *(
+            F.when(~F.col(c).isin("nan", "None"), F.col(c)).alias(c) if c in nullable else c
+            for c in record_type().fieldNames()
+        ),
+    )
 
 
-def score_to_parquet(source: str | Path, out: str | Path, model_uri: str,
-                     master: str = DEFAULT_MASTER, driver_memory: str = DEFAULT_DRIVER_MEMORY,
-                     executor_memory: str | None = None, partitions: int | None = None,
-                     batch_rows: int = DEFAULT_BATCH_ROWS) -> dict[str, Any]:  # fmt: skip
+def score_to_parquet(
+    source: str | Path,
+    out: str | Path,
+    model_uri: str,
+    master: str = DEFAULT_MASTER,
+    driver_memory: str = DEFAULT_DRIVER_MEMORY,
+    executor_memory: str | None = None,
+    partitions: int | None = None,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> dict[str, Any]:
     """Score every image of ``source`` with ``model_uri`` into the Parquet folder ``out``
     (overwritten); stops the Spark session it started. Returns counts and the wall time."""
     import time
@@ -140,14 +165,24 @@ def score_to_parquet(source: str | Path, out: str | Path, model_uri: str,
         score(images, model_uri).write.mode("overwrite").parquet(str(out))
         seconds = time.perf_counter() - start
         summary = spark.read.parquet(str(out)).selectExpr(  # one pass over the output
-            "count(*) AS images", "coalesce(sum(size(faces)), 0) AS faces", "count(error) AS errors"
+            "count(*) AS images",
+            "coalesce(sum(size(faces)), 0) AS faces",
+            "count(error) AS errors",
         )
         counts = {k: int(v) for k, v in summary.first().asDict().items()}
     finally:
         spark.stop()
     rate = counts["images"] / seconds if seconds else 0.0
-    log.info("%d images (%d faces, %d not usable) scored in %.1f s (%.1f images/s) on %s → %s",
-             counts["images"], counts["faces"], counts["errors"], seconds, rate, master, out)  # fmt: skip
+    log.info(
+        "%d images (%d faces, %d not usable) scored in %.1f s (%.1f images/s) on %s → %s",
+        counts["images"],
+        counts["faces"],
+        counts["errors"],
+        seconds,
+        rate,
+        master,
+        out,
+    )
     return {
         **counts,
         "seconds": round(seconds, 2),

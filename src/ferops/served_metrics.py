@@ -24,10 +24,17 @@ def served_metrics(truth: Sequence[int], predicted: Sequence[int]) -> dict[str, 
     truth, predicted = np.asarray(truth), np.asarray(predicted)
     if truth.shape != predicted.shape or not len(truth):
         raise ValueError("need as many predictions as labels, and at least one")
-    recall = {c: round(float((predicted[truth == i] == i).mean()), 4)
-              for i, c in enumerate(CLASSES) if np.any(truth == i)}  # fmt: skip
-    return {"accuracy": round(float((predicted == truth).mean()), 4), "n": len(truth),
-            "faces_found": int((predicted != NO_FACE).sum()), "recall": recall}  # fmt: skip
+    recall = {
+        c: round(float((predicted[truth == i] == i).mean()), 4)
+        for i, c in enumerate(CLASSES)
+        if np.any(truth == i)
+    }
+    return {
+        "accuracy": round(float((predicted == truth).mean()), 4),
+        "n": len(truth),
+        "faces_found": int((predicted != NO_FACE).sum()),
+        "recall": recall,
+    }
 
 
 def principal_label(records: list[dict[str, Any]], labels: Sequence[str]) -> int:
@@ -38,8 +45,13 @@ def principal_label(records: list[dict[str, Any]], labels: Sequence[str]) -> int
     return NO_FACE
 
 
-def score_images(predictor: Predictor, images: Iterable[bytes], is_crop: bool,
-                 desc: str = "served", batch: int = 256) -> tuple[list[int], list[float]]:  # fmt: skip
+def score_images(
+    predictor: Predictor,
+    images: Iterable[bytes],
+    is_crop: bool,
+    desc: str = "served",
+    batch: int = 256,
+) -> tuple[list[int], list[float]]:
     """The principal face's class of each encoded image (:data:`NO_FACE` when none) and the
     milliseconds each image spent in decoding and locating (the per-request CPU work); the
     network runs in batches of ``batch`` faces, as the service's batching classifier does."""

@@ -52,45 +52,26 @@ if TYPE_CHECKING:
     from starlette.staticfiles import StaticFiles
 
 #: HTTP status per :class:`~ferops.images.ImageDecodeError` reason.
-STATUS = {"empty": 400, "not_an_image": 415, "corrupt": 422, "bad_size": 422,
-          "too_many_pixels": 413, "unreadable": 422, "bad_aspect": 422}  # fmt: skip
+STATUS = {
+    "empty": 400,
+    "not_an_image": 415,
+    "corrupt": 422,
+    "bad_size": 422,
+    "too_many_pixels": 413,
+    "unreadable": 422,
+    "bad_aspect": 422,
+}
 
 log = logging.getLogger(__name__)
 
 #: Smallest side (pixels) on which face detection is attempted.
 MIN_DETECT_SIDE = 16
 
-#: Name of the served model in the BentoML store; ``service.py`` serves its ``latest`` version,
-#: which ``ferops-models import-bento`` points at the version it imported (:func:`make_latest`).
-BENTO_MODEL = "ferops-resnet18"
-
 #: Where the web page is served: ``GET /ui/`` (``/ui`` redirects there; BentoML's own OpenAPI
 #: page keeps ``/``). The page is plain HTML, JS and CSS in :data:`UI_DIR`, packed into the bento
 #: by ``bentofile.yaml``, and calls ``/explain`` like any other client.
 UI_ROUTE = "/ui"
 UI_DIR = Path(__file__).resolve().parent / "ui"
-
-
-def make_latest(tag: str) -> str:
-    """Point ``<name>:latest`` in the local BentoML model store at ``tag``; returns the tag.
-
-    Works around BentoML 1.4.40's model store, which moves ``latest`` only when a model is
-    created or deleted (``bentoml._internal.store.Store.register`` / ``delete``): importing a
-    bundle that is already in the store — a rollback — left ``latest`` on the newer model, so
-    ``bentoml serve`` and ``bentoml build`` (``bentofile.yaml`` packs ``:latest``) went on serving
-    it. The store keeps ``latest`` as the file ``<store>/<name>/latest`` holding the version; it
-    is rewritten here and read back through BentoML, so a change of that layout fails loudly
-    instead of serving the wrong model.
-    """
-    import bentoml
-
-    model = bentoml.models.get(tag)
-    (Path(model.path).parent / "latest").write_text(str(model.tag.version))
-    latest = bentoml.models.get(f"{model.tag.name}:latest").tag
-    if latest != model.tag:
-        raise RuntimeError(f"could not point {model.tag.name}:latest at {model.tag} "
-                           f"(BentoML resolves it to {latest}): has the model store layout changed?")  # fmt: skip
-    return str(model.tag)
 
 
 def ui_app() -> StaticFiles:
@@ -119,8 +100,10 @@ def redact_uri(uri: str) -> str:
 
 def public_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
     """Model metadata safe to show a client: every value that looks like a URI is redacted."""
-    return {key: redact_uri(value) if isinstance(value, str) and "://" in value else value
-            for key, value in metadata.items()}  # fmt: skip
+    return {
+        key: redact_uri(value) if isinstance(value, str) and "://" in value else value
+        for key, value in metadata.items()
+    }
 
 
 @dataclass(frozen=True)
@@ -146,8 +129,11 @@ class Limits:
             max_queue=int(env.get("FEROPS_MAX_QUEUE", cls.max_queue)),
             max_wait_s=float(env.get("FEROPS_MAX_WAIT_S", cls.max_wait_s)),
         )
-        if min(limits.max_upload_bytes, limits.max_pixels, limits.max_queue) <= 0 or \
-                limits.max_aspect < 1 or limits.max_wait_s <= 0:  # fmt: skip
+        if (
+            min(limits.max_upload_bytes, limits.max_pixels, limits.max_queue) <= 0
+            or limits.max_aspect < 1
+            or limits.max_wait_s <= 0
+        ):
             raise ValueError(f"upload limits must be positive (aspect >= 1), got {limits}")
         return limits
 
@@ -171,8 +157,9 @@ class RequestError(Exception):
         from starlette.responses import JSONResponse
 
         headers = None if self.retry_after is None else {"Retry-After": str(self.retry_after)}
-        return JSONResponse({"error": self.error, "detail": self.detail}, status_code=self.status,
-                            headers=headers)  # fmt: skip
+        return JSONResponse(
+            {"error": self.error, "detail": self.detail}, status_code=self.status, headers=headers
+        )
 
 
 def decode_upload(data: bytes, limits: Limits, max_aspect: float | None = None):
@@ -183,8 +170,11 @@ def decode_upload(data: bytes, limits: Limits, max_aspect: float | None = None):
             413, "too_large", f"{len(data)} bytes exceeds {limits.max_upload_bytes}"
         )
     try:
-        return decode_image(data, max_pixels=limits.max_pixels,
-                            max_aspect=limits.max_aspect if max_aspect is None else max_aspect)  # fmt: skip
+        return decode_image(
+            data,
+            max_pixels=limits.max_pixels,
+            max_aspect=limits.max_aspect if max_aspect is None else max_aspect,
+        )
     except ImageDecodeError as exc:
         raise RequestError.from_decode(exc) from exc
 
@@ -216,15 +206,25 @@ class WorkLane:
     async def run(self, job: Callable[..., Any], *args: Any) -> Any:
         """``job(*args)`` on this lane's thread; see the class for the error answers."""
         if self.waiting >= self.max_queue:
-            raise RequestError(503, "overloaded", f"{self.waiting} {self.name} requests in progress "
-                               f"(at most {self.max_queue}); retry later", self.retry_after())  # fmt: skip
+            raise RequestError(
+                503,
+                "overloaded",
+                f"{self.waiting} {self.name} requests in progress "
+                f"(at most {self.max_queue}); retry later",
+                self.retry_after(),
+            )
         arrived = time.monotonic()
 
         def timed() -> Any:
             started = time.monotonic()
             if started - arrived > self.max_wait_s:
-                raise RequestError(503, "timeout", f"waited {started - arrived:.1f} s for the "
-                                   f"{self.name} lane (at most {self.max_wait_s:g} s)", 1)  # fmt: skip
+                raise RequestError(
+                    503,
+                    "timeout",
+                    f"waited {started - arrived:.1f} s for the "
+                    f"{self.name} lane (at most {self.max_wait_s:g} s)",
+                    1,
+                )
             try:
                 return job(*args)
             finally:
@@ -238,8 +238,9 @@ class WorkLane:
         except (RequestError, asyncio.CancelledError):
             raise
         except MemoryError as exc:
-            raise RequestError(503, "overloaded", "not enough memory for this image now",
-                               self.retry_after()) from exc  # fmt: skip
+            raise RequestError(
+                503, "overloaded", "not enough memory for this image now", self.retry_after()
+            ) from exc
         except Exception as exc:  # any failure is an answer, never a 500
             log.exception("%s lane: %s failed", self.name, getattr(job, "__name__", job))
             raise RequestError(422, "unprocessable", f"{type(exc).__name__}: {exc}") from exc
@@ -316,8 +317,11 @@ class Door:
 
 
 #: Multipart fields each upload route accepts: (file fields, text fields).
-FORM_FIELDS = {"/detect": ({"image"}, set()), "/predict": ({"image"}, {"crop"}),
-               "/explain": ({"image"}, {"crop"})}  # fmt: skip
+FORM_FIELDS = {
+    "/detect": ({"image"}, set()),
+    "/predict": ({"image"}, {"crop"}),
+    "/explain": ({"image"}, {"crop"}),
+}
 
 
 class RequestGuard:
@@ -367,7 +371,9 @@ class RequestGuard:
             if total > self.max_bytes:
                 await self._drain(receive, message)
                 detail = f"request body of more than {total} bytes exceeds {self.max_bytes}"
-                await self._refuse(send, scope.get("path", ""), RequestError(413, "too_large", detail))
+                await self._refuse(
+                    send, scope.get("path", ""), RequestError(413, "too_large", detail)
+                )
                 return
             if not message.get("more_body"):
                 break
@@ -416,8 +422,9 @@ class RequestGuard:
             seen += len(last.get("body", b""))
 
 
-async def _form_problem(scope: dict, messages: list[dict], files: set[str],
-                        texts: set[str]) -> str | None:  # fmt: skip
+async def _form_problem(
+    scope: dict, messages: list[dict], files: set[str], texts: set[str]
+) -> str | None:
     """Why this buffered multipart body would not make the route's inputs, or ``None``."""
     from starlette.datastructures import UploadFile
     from starlette.requests import Request
@@ -450,7 +457,10 @@ async def _send_json(
     send: Any, status: int, error: str, detail: str, retry_after: int | None = None
 ) -> None:
     body = json.dumps({"error": error, "detail": detail}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -462,7 +472,9 @@ async def _send_json(
 
 class DetectedFace(BaseModel):
     box: list[int] = Field(description="left, top, right, bottom in pixels of the uploaded image")
-    score: float = Field(description="detector score (YuNet confidence, HOG margin or CNN confidence)")
+    score: float = Field(
+        description="detector score (YuNet confidence, HOG margin or CNN confidence)"
+    )
     detector: str = Field(description="yunet | hog | cnn: the cascade step that found it")
     principal: bool = Field(description="the face the image is about (one per image)")
 
