@@ -98,7 +98,7 @@ def postgres():
         teamserver.create_database(port)
         yield teamserver.postgres_uri(port)
     finally:
-        stop_process_group(proc)
+        teamserver.stop_database(proc)  # fast shutdown: SIGTERM would wait for every client
         log.close()
         shutil.rmtree(data.parent, ignore_errors=True)
 
@@ -116,10 +116,25 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str):
     env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
     log = open(home / "server.log", "w")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--backend-store-uri", postgres,
-         "--artifacts-destination", str(home / "artifacts")],
-        cwd=home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            postgres,
+            "--artifacts-destination",
+            str(home / "artifacts"),
+        ],
+        cwd=home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
     try:

@@ -94,7 +94,7 @@ def test_register_twice_is_one_version_and_gate_decides(
 def test_models_cli_lists_and_rolls_back(registry: str, tmp_path: Path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 
-    from ferops import cli
+    from ferops import models_cli as cli
     from ferops.registry import register_bundle
 
     name, tags = registry, {"split_definition": "s"}
@@ -120,7 +120,7 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
     fidelity the explain stage logged to each version's run."""
     import json
 
-    from ferops import cli
+    from ferops import models_cli as cli
     from ferops.data import CLASSES
     from ferops.registry import register_bundle
     from ferops.rulediff import FIDELITY_PREFIX, class_rules, diff_rules

@@ -534,12 +534,12 @@ def champion_bundle(folder: Path, alias: str = "champion", name: str | None = No
 
 def add_score_command(sub) -> None:
     """``ferops score``: the registered model over a table of images on Spark → Parquet."""
-    from ferops import scoring
+    from ferops import spark_scoring
 
     cmd = sub.add_parser(
         "score",
         help="batch scoring on Spark: the registered model over many images → Parquet",
-        description=scoring.__doc__,
+        description=spark_scoring.__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     cmd.add_argument("source", help="folder / glob of images, or a .parquet / .csv table of paths")
@@ -550,8 +550,8 @@ def add_score_command(sub) -> None:
         help="registered model URI (default: models:/ferops-resnet18@champion, from "
         "MLFLOW_TRACKING_URI or mlflow.db)",
     )
-    cmd.add_argument("--master", default=scoring.DEFAULT_MASTER, help="Spark master URL")
-    cmd.add_argument("--driver-memory", default=scoring.DEFAULT_DRIVER_MEMORY)
+    cmd.add_argument("--master", default=spark_scoring.DEFAULT_MASTER, help="Spark master URL")
+    cmd.add_argument("--driver-memory", default=spark_scoring.DEFAULT_DRIVER_MEMORY)
     cmd.add_argument("--executor-memory", default=None, help="per executor (cluster masters)")
     cmd.add_argument(
         "--partitions", type=int, default=None, help="at least this many (default: all cores)"
@@ -559,7 +559,7 @@ def add_score_command(sub) -> None:
     cmd.add_argument(
         "--batch-rows",
         type=int,
-        default=scoring.DEFAULT_BATCH_ROWS,
+        default=spark_scoring.DEFAULT_BATCH_ROWS,
         help="images per pyfunc call (their face crops share one classifier batch)",
     )
 

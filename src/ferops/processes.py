@@ -34,7 +34,11 @@ def wait_http(url: str, timeout: float, proc=None) -> None:
 
 
 def stop_process_group(proc) -> None:
-    """Stop a server started with ``start_new_session=True`` and everything it spawned."""
+    """Stop a server started with ``start_new_session=True`` and everything it spawned: SIGTERM
+    to its process group (the signal servers stop on: ``mlflow server``, ``bentoml serve``),
+    SIGKILL after 20 s. Never SIGINT: a CI started as a background job of a non-interactive shell
+    has it ignored, and its children inherit that. Not for PostgreSQL: to it SIGTERM is a smart
+    shutdown that waits for every client (:func:`ferops.teamserver.stop_database`)."""
     if proc.poll() is not None:
         return
     os.killpg(proc.pid, signal.SIGTERM)

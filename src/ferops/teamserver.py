@@ -8,21 +8,30 @@ way) and copies an existing ``mlflow.db`` into it (:func:`copy_history`). The se
 MLflow's: ``mlflow server --backend-store-uri postgresql://…``.
 
 ``python -m ferops.teamserver db DATA``: initialise ``DATA`` when empty, create the ``mlflow``
-database and run PostgreSQL in the foreground (Ctrl-C stops it).
+database and run PostgreSQL in the foreground. It stops as servers do: SIGTERM (systemd, Docker,
+Kubernetes), SIGINT (Ctrl-C) or SIGHUP (unless run under ``nohup``) shut PostgreSQL down (fast
+shutdown), then it exits 0, even when it inherited SIGTERM and SIGINT ignored (a background
+job); and PostgreSQL stops when this process dies of anything else (``kill -9``, Linux): no
+orphan keeps the port.
 ``python -m ferops.teamserver migrate SQLITE_URI POSTGRES_URI``: copy a sqlite history.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import logging
 import os
+import pwd
 import shutil
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import FrameType
+from typing import IO, Any
 
 log = logging.getLogger(__name__)
 
@@ -37,24 +46,39 @@ SYSTEM_USER = "postgres"
 DEBIAN_POSTGRES = Path("/usr/lib/postgresql")
 #: Columns of MLflow's schema that hold artifact locations (rewritten by ``artifacts``).
 ARTIFACT_COLUMNS = frozenset({"artifact_location", "artifact_uri", "source", "storage_location"})
+#: Signals that stop ``teamserver db``: a service manager's, Ctrl-C's, a closed terminal's.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: How long a fast shutdown of PostgreSQL may take before its processes are killed.
+STOP_TIMEOUT = 30.0
+#: ``prctl(2)`` option: the signal the kernel sends a process when its parent exits (Linux).
+PR_SET_PDEATHSIG = 1
 
 
 def postgres_binary(program: str) -> Path:
     """The PostgreSQL server program ``program`` (``initdb``, ``postgres``): Debian's newest
     version folder first (``initdb`` is not on Debian's PATH), else the PATH."""
-    versions = sorted(DEBIAN_POSTGRES.glob(f"*/bin/{program}"),
-                      key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)  # fmt: skip
+    versions = sorted(
+        DEBIAN_POSTGRES.glob(f"*/bin/{program}"),
+        key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0,
+    )
     if versions:
         return versions[-1]
     found = shutil.which(program)
     if found is None:
-        raise FileNotFoundError(f"PostgreSQL's {program} not found: `apt-get install postgresql` "
-                                "(scripts/setup.sh does it as root)")  # fmt: skip
+        raise FileNotFoundError(
+            f"PostgreSQL's {program} not found: `apt-get install postgresql` "
+            "(scripts/setup.sh does it as root)"
+        )
     return Path(found)
 
 
-def postgres_uri(port: int, host: str = "127.0.0.1", user: str = DB_USER,
-                 database: str = DB_NAME, password: str | None = None) -> str:  # fmt: skip
+def postgres_uri(
+    port: int,
+    host: str = "127.0.0.1",
+    user: str = DB_USER,
+    database: str = DB_NAME,
+    password: str | None = None,
+) -> str:
     """The SQLAlchemy URI MLflow takes as ``--backend-store-uri`` (driver: psycopg 3)."""
     secret = f":{password}" if password else ""
     return f"postgresql://{user}{secret}@{host}:{port}/{database}"
@@ -72,8 +96,8 @@ def init_database(data: Path, password: str | None = None, user: str = DB_USER) 
     if (data / "PG_VERSION").exists():
         return
     data.mkdir(parents=True, exist_ok=True)
-    cmd = [str(postgres_binary("initdb")), "-D", str(data), "-U", user, "-E", "UTF8",
-           "--no-locale", "--auth-local=trust"]  # fmt: skip
+    cmd = [str(postgres_binary("initdb")), "-D", str(data), "-U", user, "-E", "UTF8"]
+    cmd += ["--no-locale", "--auth-local=trust"]
     secret = None
     if password:
         secret = data.parent / f".{data.name}.pw"
@@ -101,14 +125,94 @@ def init_database(data: Path, password: str | None = None, user: str = DB_USER) 
     log.info("initialised a PostgreSQL cluster in %s (superuser %s)", data, user)
 
 
-def start_database(data: Path, port: int, host: str = "127.0.0.1", log_file=None):
+def _system_user_options() -> dict[str, Any]:
+    """:class:`subprocess.Popen` options that run a program as :data:`SYSTEM_USER` when this
+    process is root (PostgreSQL refuses root), with its groups and the variables ``runuser``
+    sets; none otherwise. The program is then this process's own child, not ``runuser``'s."""
+    if os.geteuid() != 0:
+        return {}
+    user = pwd.getpwnam(SYSTEM_USER)
+    env = dict(os.environ, HOME=user.pw_dir, USER=SYSTEM_USER, LOGNAME=SYSTEM_USER)
+    return {
+        "user": user.pw_uid,
+        "group": user.pw_gid,
+        "extra_groups": os.getgrouplist(SYSTEM_USER, user.pw_gid),
+        "env": env,
+    }
+
+
+def _stop_with_parent(signum: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel send the child ``signum`` when this process dies,
+    however it dies (``prctl(PR_SET_PDEATHSIG)``, Linux only).
+
+    The signal follows the *thread* that forks, not the process: start the child from a thread
+    that lives as long as it should (the main thread). CPython (3.9+) calls ``preexec_fn`` after
+    it switched to ``user=`` / ``group=``, so the setting survives: the kernel clears it on a
+    change of credentials, and on the exec of a set-user-ID program (postgres is none). That is
+    why postgres is not started through ``runuser`` any more: runuser forks, and its child, the
+    postgres that holds the port, would not have it."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # loaded here: no dlopen after the fork
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:  # the parent died before the setting: do not start
+            raise RuntimeError("the parent exited while postgres was starting")
+
+    return preexec
+
+
+def start_database(
+    data: Path,
+    port: int,
+    host: str = "127.0.0.1",
+    log_file: IO | None = None,
+    stop_with_parent: bool = True,
+) -> subprocess.Popen:
     """Start ``postgres`` on ``host:port`` for the cluster in ``data`` (its Unix socket in
-    ``data``) as a new process group; returns the process (stop it with
-    :func:`ferops.processes.stop_process_group`)."""
-    cmd = [str(postgres_binary("postgres")), "-D", str(data), "-p", str(port), "-h", host,
-           "-k", str(data)]  # fmt: skip
-    return subprocess.Popen(_as_system_user(cmd), stdout=log_file, stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
+    ``data``) as a new process group (Ctrl-C in a terminal reaches this process, which stops
+    postgres, not postgres itself); returns the postmaster's process (stop it with
+    :func:`stop_database`).
+
+    With ``stop_with_parent`` (Linux), postgres gets SIGINT (its fast shutdown) when the thread
+    that calls this exits, even by ``kill -9``: call it from the main thread."""
+    program = str(postgres_binary("postgres"))
+    cmd = [program, "-D", str(data), "-p", str(port), "-h", host, "-k", str(data)]
+    preexec = None
+    if stop_with_parent and sys.platform == "linux":
+        preexec = _stop_with_parent(signal.SIGINT)
+    return subprocess.Popen(
+        cmd,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=preexec,  # noqa: PLW1509 - one prctl call, no lock taken, no Python import
+        **_system_user_options(),
+    )
+
+
+def stop_database(proc: subprocess.Popen, timeout: float = STOP_TIMEOUT) -> None:
+    """Stop the postmaster ``proc`` (started by :func:`start_database`) as PostgreSQL asks:
+    SIGINT, its fast shutdown (ends the sessions, writes a checkpoint, frees the port); after
+    ``timeout`` seconds SIGQUIT, its immediate shutdown (the next start recovers from the WAL);
+    10 s later SIGKILL.
+
+    Not SIGTERM (:func:`ferops.processes.stop_process_group`): to PostgreSQL that is a smart
+    shutdown, which waits until every client has disconnected. Nor a signal to its process
+    group: each backend runs in a group of its own (postmaster children call ``setsid``)."""
+    for signum, wait in ((signal.SIGINT, timeout), (signal.SIGQUIT, 10.0)):
+        if proc.poll() is not None:
+            return
+        proc.send_signal(signum)
+        try:
+            proc.wait(timeout=wait)
+            log.info("PostgreSQL stopped (%s)", signal.Signals(signum).name)
+            return
+        except subprocess.TimeoutExpired:
+            log.warning("PostgreSQL still runs %s s after %s", wait, signal.Signals(signum).name)
+    proc.kill()
+    proc.wait(timeout=10)
 
 
 def probe_host(listen: str) -> str:
@@ -118,8 +222,14 @@ def probe_host(listen: str) -> str:
     return "127.0.0.1" if first in ("", "*", "0.0.0.0", "::") else first
 
 
-def wait_database(port: int, timeout: float, proc=None, user: str = DB_USER,
-                  password: str | None = None, host: str = "127.0.0.1") -> None:  # fmt: skip
+def wait_database(
+    port: int,
+    timeout: float,
+    proc=None,
+    user: str = DB_USER,
+    password: str | None = None,
+    host: str = "127.0.0.1",
+) -> None:
     """Poll until the server on ``host:port`` accepts a connection, the process dies, or
     ``timeout`` passes."""
     import psycopg
@@ -129,8 +239,14 @@ def wait_database(port: int, timeout: float, proc=None, user: str = DB_USER,
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"postgres exited with {proc.returncode} before it answered")
         try:
-            psycopg.connect(host=host, port=port, user=user, password=password,
-                            dbname="postgres", connect_timeout=2).close()  # fmt: skip
+            psycopg.connect(
+                host=host,
+                port=port,
+                user=user,
+                password=password,
+                dbname="postgres",
+                connect_timeout=2,
+            ).close()
             return
         except psycopg.OperationalError:
             if time.monotonic() > deadline:
@@ -138,18 +254,27 @@ def wait_database(port: int, timeout: float, proc=None, user: str = DB_USER,
             time.sleep(0.3)
 
 
-def create_database(port: int, name: str = DB_NAME, user: str = DB_USER,
-                    password: str | None = None, host: str = "127.0.0.1") -> None:  # fmt: skip
+def create_database(
+    port: int,
+    name: str = DB_NAME,
+    user: str = DB_USER,
+    password: str | None = None,
+    host: str = "127.0.0.1",
+) -> None:
     """Create database ``name`` owned by ``user`` unless it exists."""
     import psycopg
     from psycopg import sql
 
-    with psycopg.connect(host=host, port=port, user=user, password=password, dbname="postgres",
-                         autocommit=True) as conn:  # fmt: skip
+    with psycopg.connect(
+        host=host, port=port, user=user, password=password, dbname="postgres", autocommit=True
+    ) as conn:
         if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
             return
-        conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name),
-                                                                   sql.Identifier(user)))  # fmt: skip
+        conn.execute(
+            sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                sql.Identifier(name), sql.Identifier(user)
+            )
+        )
         log.info("created database %s", name)
 
 
@@ -171,8 +296,9 @@ def _revision(engine) -> str:
         return str(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar())
 
 
-def copy_history(source_uri: str, target_uri: str,
-                 artifacts: tuple[str, str] | None = None) -> dict[str, int]:  # fmt: skip
+def copy_history(
+    source_uri: str, target_uri: str, artifacts: tuple[str, str] | None = None
+) -> dict[str, int]:
     """Copy every row of an MLflow sqlite store (``sqlite:///mlflow.db``) into an empty
     PostgreSQL store; returns rows copied per table.
 
@@ -200,9 +326,11 @@ def copy_history(source_uri: str, target_uri: str,
         (_initialize_tables if _is_empty_database(target) else _upgrade_db)(target)
         revisions = [_revision(engine) for engine in (source, target)]
         if revisions[0] != revisions[1]:
-            raise ValueError(f"the source's schema is at {revisions[0]}, this MLflow's at "
-                             f"{revisions[1]}: run `mlflow db upgrade` on a copy of the source "
-                             "and migrate that copy")  # fmt: skip
+            raise ValueError(
+                f"the source's schema is at {revisions[0]}, this MLflow's at "
+                f"{revisions[1]}: run `mlflow db upgrade` on a copy of the source "
+                "and migrate that copy"
+            )
         src_meta, dst_meta = sa.MetaData(), sa.MetaData()
         src_meta.reflect(source)
         dst_meta.reflect(target)
@@ -243,12 +371,14 @@ def _empty_target(conn, meta) -> None:
         if table.name in ("alembic_version", *SEEDED_TABLES):
             continue
         if conn.execute(sa.select(sa.func.count()).select_from(table)).scalar():
-            raise ValueError(f"the target store is not empty (table {table.name}): "
-                             "copy into a new database")  # fmt: skip
+            raise ValueError(
+                f"the target store is not empty (table {table.name}): copy into a new database"
+            )
     names = conn.execute(sa.select(meta.tables["experiments"].c.name)).scalars().all()
     if set(names) - {"Default"}:
-        raise ValueError(f"the target store is not empty (experiments {names}): "
-                         "copy into a new database")  # fmt: skip
+        raise ValueError(
+            f"the target store is not empty (experiments {names}): copy into a new database"
+        )
     for table in reversed(meta.sorted_tables):
         if table.name in SEEDED_TABLES:
             conn.execute(table.delete())
@@ -259,18 +389,73 @@ def _advance_sequences(conn, tables) -> None:
 
     for table in tables:
         for column in table.primary_key.columns:
-            sequence = conn.execute(sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
-                                    {"t": table.name, "c": column.name}).scalar()  # fmt: skip
+            sequence = conn.execute(
+                sa.text("SELECT pg_get_serial_sequence(:t, :c)"),
+                {"t": table.name, "c": column.name},
+            ).scalar()
             if sequence:
                 top = conn.execute(sa.select(sa.func.max(column))).scalar()
                 if top is not None:
                     conn.execute(sa.text("SELECT setval(:s, :v)"), {"s": sequence, "v": top})
 
 
+class Stopped(BaseException):
+    """A stop signal arrived (raised in the main thread by :func:`_stopped`). A
+    :class:`BaseException`, as :class:`KeyboardInterrupt`: ``except Exception`` in the code it
+    interrupts does not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _stopped(signum: int, frame: FrameType | None) -> None:
+    raise Stopped(signum)
+
+
+def serve_database(data: Path, port: int, host: str, password: str | None) -> int:
+    """Initialise, start and run the database until a stop signal (see the module docstring);
+    returns 0 once stopped by a signal, else PostgreSQL's own exit status.
+
+    SIGTERM and SIGINT stop it whatever this process inherited: :func:`signal.signal` replaces
+    an inherited ``SIG_IGN`` (a non-interactive shell starts background jobs with SIGINT
+    ignored, and Python keeps that as it is). SIGHUP stops it too, unless inherited ignored:
+    ``nohup`` asks to outlive the terminal. Exit status 0, not 128 + the signal: stopping when
+    asked is a server's success (systemd, Docker, Kubernetes count it so)."""
+    for signum in STOP_SIGNALS:
+        if signum != signal.SIGHUP or signal.getsignal(signum) != signal.SIG_IGN:
+            signal.signal(signum, _stopped)
+    proc = None
+    try:
+        init_database(data, password)
+        proc = start_database(data, port, host)
+        probe = probe_host(host)  # --host may be one interface that is not 127.0.0.1
+        wait_database(port, 60, proc, password=password, host=probe)
+        create_database(port, password=password, host=probe)
+        shown = postgres_uri(
+            port,
+            "127.0.0.1" if host == "127.0.0.1" else "HOST",
+            password="…" if password else None,
+        )
+        log.info("tracking database ready: mlflow server --backend-store-uri %s", shown)
+        return proc.wait()
+    except Stopped as stop:
+        log.info("%s: stopping PostgreSQL", stop)
+        return 0
+    finally:
+        for signum in STOP_SIGNALS:  # a second signal must not interrupt the shutdown
+            signal.signal(signum, signal.SIG_IGN)
+        if proc is not None:
+            stop_database(proc)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m ferops.teamserver db|migrate``: see the module docstring."""
-    parser = argparse.ArgumentParser(prog="python -m ferops.teamserver", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m ferops.teamserver",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="run the tracking database (initialised when new)")
     db.add_argument("data", type=Path, help="the database's data folder")
@@ -301,22 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     password = args.password_file.read_text().strip() if args.password_file else None
     if args.host != "127.0.0.1" and not password:
         parser.error("a database other machines reach needs --password-file")
-    init_database(args.data, password)
-    proc = start_database(args.data, args.port, args.host)
-    try:
-        host = probe_host(args.host)  # --host may be one interface that is not 127.0.0.1
-        wait_database(args.port, 60, proc, password=password, host=host)
-        create_database(args.port, password=password, host=host)
-        log.info("tracking database ready: mlflow server --backend-store-uri %s",
-                 postgres_uri(args.port, "127.0.0.1" if args.host == "127.0.0.1" else "HOST",
-                              password="…" if password else None))  # fmt: skip
-        return proc.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        from ferops.processes import stop_process_group
-
-        stop_process_group(proc)
+    return serve_database(args.data, args.port, args.host, password)
 
 
 if __name__ == "__main__":
