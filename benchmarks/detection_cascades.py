@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     params = yaml.safe_load((ROOT / "params.yaml").read_text())["prepare"]["faces"]
-    base = FaceConfig.from_dict(params)
+    base = FaceConfig.from_section(params)
     shipped = list(base.cascade)
     if shipped != [STEPS[n] for n in CASCADES["yunet → yunet 2× (shipped)"]]:
         log.warning("params.yaml's cascade %s is not the one labelled shipped here", shipped)

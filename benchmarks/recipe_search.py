@@ -172,7 +172,7 @@ def search(args: argparse.Namespace) -> None:
             break
         pre_key = json.dumps(pre, sort_keys=True)
         if pre_key not in pretrained:
-            config = TrainConfig.from_dict(
+            config = TrainConfig.from_section(
                 {**PRETRAIN, **pre, "device": args.device, **({"epochs": 1} if args.smoke else {})}
             )
             t0 = time.perf_counter()
@@ -188,7 +188,7 @@ def search(args: argparse.Namespace) -> None:
                 "epochs_per_s": round(config.epochs / seconds, 3),
                 "history": [round(h["val_acc"], 4) for h in history],
             }
-        config = TrainConfig.from_dict(
+        config = TrainConfig.from_section(
             {**FINETUNE, **fine, "device": args.device, **({"epochs": 1} if args.smoke else {})}
         )
         result: dict[str, Any] = {"pretrain": pre, "finetune": fine, "folds": [], "tta": []}

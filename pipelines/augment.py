@@ -29,11 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = load_section(args.params, "augment")
-    config = AugmentConfig(
-        ops=tuple(section.get("ops", AugmentConfig.ops)),
-        factor=section.get("factor", AugmentConfig.factor),
-    )
+    config = AugmentConfig.from_section(load_section(args.params, "augment"))
     train = [r for r in read_csv(args.split) if r["split"] == "train"]
     if args.out.exists():
         shutil.rmtree(args.out)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
-from ferops.crossval import load_fold_inputs, run_fold
+from ferops.crossval import CrossvalConfig, load_fold_inputs, run_fold
 from ferops.tracking import resume_run
 
 log = logging.getLogger("crossval")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         args.params, args.split, args.crops, args.pretrained, args.fer2013, args.teacher
     )
     config, folds = data.config, data.folds
-    max_folds = int(load_section(args.params, "crossval").get("max_folds", 0))
+    max_folds = CrossvalConfig.from_section(load_section(args.params, "crossval")).max_folds
     fold_ids = sorted(set(folds.tolist()))[: max_folds or None]
     results = []
     for fold in fold_ids:

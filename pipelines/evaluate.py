@@ -11,7 +11,7 @@ import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, load_faces, write_csv
-from ferops.metrics import classification_metrics
+from ferops.metrics import EvaluateConfig, classification_metrics
 from ferops.model import FEATURES, load_checkpoint
 from ferops.plots import plot_confusion
 from ferops.sheets import RED, grid, save, tile
@@ -36,13 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = load_section(args.params, "evaluate")
+    section = EvaluateConfig.from_section(load_section(args.params, "evaluate"))
     model, meta = load_checkpoint(args.model)
     images, labels, rows = load_faces(args.split, args.crops)
     data = FaceSet(images, labels, meta["resize"])
-    logits, features = predict(
-        model, data, meta["input_size"], device=section.get("device", "auto")
-    )
+    logits, features = predict(model, data, meta["input_size"], device=section.device)
     predicted = logits.argmax(1)
 
     test = np.array([r["split"] == "test" for r in rows])
@@ -67,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         predicted,
         test,
         args.plots / "misclassified.png",
-        int(section.get("sheet_size", 40)),
+        section.sheet_size,
     )
 
     feature_rows = []

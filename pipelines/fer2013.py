@@ -13,7 +13,7 @@ import numpy as np
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, write_csv
 from ferops.faces import YUNET_FILE, FaceConfig, FaceDetector
-from ferops.fer2013 import SPLITS, load_split
+from ferops.fer2013 import SPLITS, Fer2013Config, load_split
 
 log = logging.getLogger("fer2013")
 
@@ -28,8 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    size = int(load_section(args.params, "fer2013").get("size", 48))
-    faces = FaceConfig.from_dict(load_section(args.params, "prepare").get("faces", {}))
+    size = Fer2013Config.from_section(load_section(args.params, "fer2013")).size
+    faces = FaceConfig.from_section(load_section(args.params, "prepare").get("faces", {}))
     detector = FaceDetector(faces, args.zoo / YUNET_FILE) if faces.align else None
     arrays, rows, metrics = {}, [], {}
     for split in SPLITS:

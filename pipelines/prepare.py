@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    config = PrepareConfig.from_dict(load_section(args.params, "prepare"))
+    config = PrepareConfig.from_section(load_section(args.params, "prepare"))
     frames = scan_frames(args.raw)
     if args.out.exists():
         shutil.rmtree(args.out)  # stale crops from other settings must not survive

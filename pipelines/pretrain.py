@@ -14,7 +14,7 @@ from ferops.model import FerResNet, save_checkpoint
 from ferops.plots import plot_history
 from ferops.recipe import TeacherLabels
 from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
-from ferops.training import MEAN, STD, FaceSet, TrainConfig, fit, seed_everything
+from ferops.training import MEAN, STD, FaceSet, PretrainConfig, fit, seed_everything
 
 log = logging.getLogger("pretrain")
 
@@ -43,9 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = dict(load_section(args.params, "pretrain"))
-    max_train, max_val = int(section.pop("max_train", 0)), int(section.pop("max_val", 0))
-    config = TrainConfig.from_dict(section)
+    pretrain = PretrainConfig.from_section(load_section(args.params, "pretrain"))
+    config, max_train, max_val = pretrain.train, pretrain.max_train, pretrain.max_val
     arrays = np.load(args.data)
     keep = subsample(arrays["y_train"], max_train, config.seed)
     keep_val = subsample(arrays["y_publictest"], max_val, config.seed)

@@ -15,7 +15,7 @@ import yaml
 from ferops import MODEL_NAME
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import read_csv
-from ferops.registry import register_bundle, split_definition
+from ferops.registry import RegisterConfig, register_bundle, split_definition
 from ferops.tracking import flatten, run_in_this_store, run_tags, tracking_uri
 
 log = logging.getLogger("register")
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    section = load_section(args.params, "register")
+    section = RegisterConfig.from_section(load_section(args.params, "register"))
     params = yaml.safe_load(Path(args.params).read_text())
     flat = json.dumps(
         flatten({s: params[s] for s in MODEL_SECTIONS if s in params}), sort_keys=True
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         run_id,
         tags,
         evaluation["accuracy"],
-        margin=float(section.get("margin", 0.0)),
+        margin=section.margin,
         name=MODEL_NAME,
     )
     write_json(args.out, decision)

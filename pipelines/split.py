@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    config = SplitConfig(**load_section(args.params, "split"))
+    config = SplitConfig.from_section(load_section(args.params, "split"))
     rows = [r for r in read_csv(args.manifest) if r["status"] in USABLE]
     out = assign_splits(rows, config)
     write_csv(args.out, out, FIELDS)

@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging()
 
-    margin = FaceConfig.from_dict(load_section(args.params, "prepare").get("faces", {})).margin
+    margin = FaceConfig.from_section(load_section(args.params, "prepare").get("faces", {})).margin
     teacher = Teacher(args.zoo / TEACHER_FILE)
     fer = np.load(args.fer2013)
     rows = [r for r in read_csv(args.prepared / "manifest.csv") if r["status"] in USABLE]

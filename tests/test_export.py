@@ -335,7 +335,7 @@ def test_export_params_are_validated() -> None:
     assert shipped.precision in MODEL_FILES
     with pytest.raises(ValueError, match="precision"):
         ExportConfig.from_section({"precision": "fp16"})
-    with pytest.raises(ValueError, match="unknown export params"):
+    with pytest.raises(ValueError, match="unknown ExportConfig settings"):
         ExportConfig.from_section({"precison": "int8"})
     with pytest.raises(ValueError, match="calibration_faces"):
         ExportConfig.from_section({"calibration_faces": 0})

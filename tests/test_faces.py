@@ -17,7 +17,7 @@ YUNET_FACES = {"cascade": [{"detector": "yunet"}], "size": 64}
 
 @pytest.fixture(scope="module")
 def detector(yunet: Path) -> FaceDetector:
-    return FaceDetector(FaceConfig.from_dict(YUNET_FACES), yunet)
+    return FaceDetector(FaceConfig.from_section(YUNET_FACES), yunet)
 
 
 def test_similarity_recovers_a_known_transform() -> None:

@@ -29,7 +29,7 @@ FAST_FACES = {"cascade": [{"detector": "hog", "upsample": 0}], "size": 64}
 
 
 def test_face_found_in_clear_frames(sfew_root: Path, yunet: Path) -> None:
-    detector = FaceDetector(FaceConfig.from_dict(FAST_FACES), yunet)
+    detector = FaceDetector(FaceConfig.from_section(FAST_FACES), yunet)
     for rel in CLEAR_FRAMES:
         rgb = read_image(sfew_root / rel)
         faces, step = detector.detect(rgb)
@@ -43,7 +43,7 @@ def test_face_found_in_clear_frames(sfew_root: Path, yunet: Path) -> None:
 
 
 def test_blank_frame_has_no_face() -> None:
-    detector = FaceDetector(FaceConfig.from_dict(FAST_FACES))  # detection alone needs no YuNet
+    detector = FaceDetector(FaceConfig.from_section(FAST_FACES))  # detection alone needs no YuNet
     assert detector.detect(np.zeros((200, 300, 3), np.uint8)) == ([], -1)
 
 
@@ -72,9 +72,9 @@ def test_square_crop_pads_at_the_border() -> None:
 
 def test_bad_settings_name_the_valid_ones() -> None:
     with pytest.raises(ValueError, match="hog"):
-        FaceConfig.from_dict({"cascade": [{"detector": "yolo"}]})
+        FaceConfig.from_section({"cascade": [{"detector": "yolo"}]})
     with pytest.raises(ValueError, match="valid"):
-        FaceConfig.from_dict({"colour": True})
+        FaceConfig.from_section({"colour": True})
 
 
 @pytest.fixture()

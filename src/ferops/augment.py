@@ -8,13 +8,15 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from ferops.sections import SectionConfig
+
 #: Offline operations. ``stretch`` makes the face taller, ``widen`` wider (by ``factor``).
 OPS = ("original", "flip", "stretch", "widen", "flip_stretch", "flip_widen")
 MAX_PER_SOURCE = 5  # the paper: "one such image can generate at most five"
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(SectionConfig):
     """``augment`` section of params.yaml."""
 
     ops: tuple[str, ...] = ("original", "flip", "stretch", "widen", "flip_stretch")

@@ -18,7 +18,15 @@ from ferops.data import load_faces
 from ferops.metrics import classification_metrics
 from ferops.model import FerResNet, load_checkpoint
 from ferops.recipe import TeacherLabels, fer2013_extra, train_recipe
+from ferops.sections import SectionConfig
 from ferops.training import FaceSet, TrainConfig, fit, predict, seed_everything
+
+
+@dataclass(frozen=True)
+class CrossvalConfig(SectionConfig):
+    """The ``crossval`` section of params.yaml."""
+
+    max_folds: int = 0  # folds run (0 = all the split's folds)
 
 
 @dataclass(frozen=True)
@@ -51,8 +59,7 @@ def load_fold_inputs(
     (the selection protocol: the test split stays unseen), the pre-trained weights when
     ``train.init`` is ``fer2013``, and what the recipe mixes in or distils from."""
     init, config = train_recipe(load_section(params, "train"))
-    section = load_section(params, "augment")
-    augment = AugmentConfig(ops=tuple(section["ops"]), factor=section["factor"])
+    augment = AugmentConfig.from_section(load_section(params, "augment"))
     images, labels, rows = load_faces(split, crops, ["train", "val"])
     start_state = load_checkpoint(pretrained)[0].state_dict() if init == "fer2013" else None
     folds = np.array([int(r["fold"]) for r in rows])

@@ -7,7 +7,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from ferops.explanation import Explainer
 from ferops.faces import YUNET_FILE
 from ferops.inference import BUNDLE_FILES, MODEL_FILES, RULES_FILE, make_session
 from ferops.model import FerResNet, LogitsAndFeatures
+from ferops.sections import SectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ class ExportError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class ExportConfig:
+class ExportConfig(SectionConfig):
     """The ``export`` section of params.yaml."""
 
     tolerance: float = 1e-4  # max |ONNX − torch| on logits and features
@@ -36,15 +37,6 @@ class ExportConfig:
     calibration_faces: int = 512  # train-split chips that calibrate the int8 activation ranges
     int8_max_accuracy_drop: float = 0.02  # int8 test accuracy may be at most this below fp32's
     int8_min_agreement: float = 0.9  # share of test faces where int8 and fp32 pick the same class
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> ExportConfig:
-        """Build from the params section; unknown keys are an error that names the valid ones."""
-        valid = {f.name for f in fields(cls)}
-        unknown = sorted(set(section) - valid)
-        if unknown:
-            raise ValueError(f"unknown export params {unknown}; valid: {sorted(valid)}")
-        return cls(**section)
 
     def __post_init__(self) -> None:
         if self.precision not in MODEL_FILES:

@@ -25,6 +25,7 @@ import numpy as np
 
 from ferops.digests import file_digest
 from ferops.images import to_gray
+from ferops.sections import SectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ class DetectorStep:
 
 
 @dataclass(frozen=True)
-class FaceConfig:
+class FaceConfig(SectionConfig):
     """Everything that decides how a frame becomes a face crop (saved in the serving bundle)."""
 
     cascade: tuple[DetectorStep, ...] = (DetectorStep(),)
@@ -115,18 +116,12 @@ class FaceConfig:
             raise ValueError("crop_score_threshold must lie in (0, 1) and max_faces be >= 1")
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> FaceConfig:
-        """Build from a ``params.yaml``-style mapping (cascade as a list of mappings)."""
-        cfg = dict(cfg)
-        known = set(cls.__dataclass_fields__)
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(f"unknown face settings {sorted(unknown)}; valid: {sorted(known)}")
-        steps = tuple(DetectorStep(**step) for step in cfg.pop("cascade", [{}]))
-        return cls(cascade=steps, **cfg)
+    def convert(cls, values: dict[str, Any]) -> dict[str, Any]:
+        """The cascade as a list of mappings → its steps (one default step when absent)."""
+        return {**values, "cascade": tuple(DetectorStep(**s) for s in values.get("cascade", [{}]))}
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain-JSON form, the inverse of :meth:`from_dict`."""
+        """Plain-JSON form, the inverse of :meth:`from_section`."""
         out = asdict(self)
         out["cascade"] = [asdict(step) for step in self.cascade]
         return out

@@ -9,6 +9,7 @@ own framing is the template's source, so it differs little.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +20,19 @@ from tqdm import tqdm
 from ferops.data import CLASSES
 from ferops.faces import FaceDetector
 from ferops.images import ImageDecodeError, read_image, to_gray
+from ferops.sections import SectionConfig
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "publictest")
 SIZE = 48
+
+
+@dataclass(frozen=True)
+class Fer2013Config(SectionConfig):
+    """The ``fer2013`` section of params.yaml."""
+
+    size: int = 48  # side of the stored faces (pixels)
 
 
 def _labelled_paths(root: Path, split: str) -> list[tuple[str, Path]]:

@@ -228,7 +228,7 @@ class Predictor:
         self.labels: list[str] = json.loads((bundle / "labels.json").read_text())
         spec = json.loads((bundle / "preprocess.json").read_text())
         self.preprocess = Preprocess(spec["input_size"], spec["resize"], spec["mean"], spec["std"])
-        self.face_config = FaceConfig.from_dict(spec["faces"])
+        self.face_config = FaceConfig.from_section(spec["faces"])
         if cascade_steps < 0:
             raise ValueError(f"cascade_steps must be >= 0 (0 = all), got {cascade_steps}")
         if (

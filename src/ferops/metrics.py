@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from ferops.data import CLASSES
+from ferops.sections import SectionConfig
+
+
+@dataclass(frozen=True)
+class EvaluateConfig(SectionConfig):
+    """The ``evaluate`` section of params.yaml."""
+
+    device: str = "auto"  # where the network runs: auto | cpu | cuda
+    sheet_size: int = 40  # faces on the misclassified contact sheet
 
 
 def confusion_matrix(

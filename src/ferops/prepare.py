@@ -20,6 +20,7 @@ from tqdm import tqdm
 from ferops.data import CLASSES, Frame, label_conflicts
 from ferops.faces import FaceConfig, FaceDetector, centre_crop
 from ferops.images import ImageDecodeError, read_image, to_gray
+from ferops.sections import SectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ QUARANTINE_FIELDS = ["image_id", "path", "reason", "detail"]
 
 
 @dataclass(frozen=True)
-class PrepareConfig:
+class PrepareConfig(SectionConfig):
     """``prepare`` section of params.yaml."""
 
     faces: FaceConfig
@@ -65,10 +66,8 @@ class PrepareConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
 
     @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> PrepareConfig:
-        cfg = dict(cfg)
-        faces = FaceConfig.from_dict(cfg.pop("faces", {}))
-        return cls(faces=faces, **cfg)
+    def convert(cls, values: dict[str, Any]) -> dict[str, Any]:
+        return {**values, "faces": FaceConfig.from_section(values.get("faces", {}))}
 
 
 _worker_detector: FaceDetector | None = None

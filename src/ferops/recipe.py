@@ -18,7 +18,7 @@ def train_recipe(section: dict[str, Any]) -> tuple[str, TrainConfig]:
     init = section.pop("init", "fer2013")
     if init not in INITS:
         raise ValueError(f"train.init {init!r} is not one of {INITS}")
-    return init, TrainConfig.from_dict(section)
+    return init, TrainConfig.from_section(section)
 
 
 class TeacherLabels:

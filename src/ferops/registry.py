@@ -20,6 +20,7 @@ import importlib.resources
 import logging
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,7 @@ import mlflow.pyfunc
 from ferops import MODEL_NAME
 from ferops.digests import file_digest
 from ferops.inference import RULES_FILE, Predictor
+from ferops.sections import SectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,13 @@ DESCRIPTION_LIMIT = 5000
 SERVING_REQUIREMENTS_FILE = "requirements-serving.txt"
 #: The package folder logged as the pyfunc's code (``code_paths``): everything its class needs.
 PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class RegisterConfig(SectionConfig):
+    """The ``register`` section of params.yaml."""
+
+    margin: float = 0.0  # champion moves only if test accuracy >= champion's + margin
 
 
 def serving_requirements() -> list[str]:

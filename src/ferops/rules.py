@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from ferops.explanation import LEAF, Tree, rule_text, simplify
 from ferops.model import FerResNet
+from ferops.sections import SectionConfig
 from ferops.training import FaceSet, predict
 
 
 @dataclass(frozen=True)
-class RuleConfig:
+class RuleConfig(SectionConfig):
     """``explain`` section of params.yaml."""
 
     max_depth: int = 4
@@ -41,13 +42,6 @@ class RuleConfig:
     flip: bool = True
     #: Where the network runs while it is asked (``auto`` | ``cpu`` | ``cuda``).
     device: str = "auto"
-
-    @classmethod
-    def from_section(cls, section: dict[str, Any]) -> RuleConfig:
-        """The ``explain`` section of params.yaml (unknown keys raise, as the dataclass does)."""
-        section = dict(section)
-        section["depth_curve"] = tuple(section.get("depth_curve", cls.depth_curve))
-        return cls(**section)
 
     def __post_init__(self) -> None:
         if self.max_depth < 1 or self.min_samples_leaf < 1:

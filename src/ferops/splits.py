@@ -10,13 +10,14 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
 from ferops.data import CLASSES
+from ferops.sections import SectionConfig
 
 GROUP_BY = ("clip", "movie")
 SPLITS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
-class SplitConfig:
+class SplitConfig(SectionConfig):
     """``split`` section of params.yaml."""
 
     seed: int = 42

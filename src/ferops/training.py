@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from ferops.augment import random_square_crop
 from ferops.model import FEATURES, FerResNet, resolve_device
+from ferops.sections import SectionConfig
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ MEAN, STD = 127.5, 127.5
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SectionConfig):
     """Optimisation settings shared by ``pretrain``, ``train`` and ``crossval``."""
 
     epochs: int = 30
@@ -99,18 +100,24 @@ class TrainConfig:
         if self.mixup_alpha > 0 and self.distill_weight > 0:
             raise ValueError("mixup and distillation cannot be combined")
 
-    @classmethod
-    def from_dict(cls, cfg: dict[str, Any]) -> TrainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = set(cfg) - known
-        if unknown:
-            raise ValueError(
-                f"unknown training settings {sorted(unknown)}; valid: {sorted(known)}"
-            )
-        return cls(**cfg)
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class PretrainConfig(SectionConfig):
+    """The ``pretrain`` section of params.yaml: a :class:`TrainConfig` (its keys, flat) and how
+    many FER2013 faces to use (0 = all)."""
+
+    train: TrainConfig
+    max_train: int = 0
+    max_val: int = 0
+
+    @classmethod
+    def from_section(cls, section: dict[str, Any] | None) -> PretrainConfig:
+        values = dict(section or {})
+        limits = {k: int(values.pop(k)) for k in ("max_train", "max_val") if k in values}
+        return cls(train=TrainConfig.from_section(values), **limits)
 
 
 def seed_everything(seed: int) -> None:
