@@ -12,11 +12,9 @@ from tqdm import tqdm
 
 from ferops.augment import AugmentConfig, augment_image
 from ferops.config import load_section, setup_logging, write_json
-from ferops.data import read_csv, write_csv
+from ferops.data import read_csv, write_augmented
 
 log = logging.getLogger("augment")
-
-FIELDS = ["image_id", "source_id", "op", "label", "label_index", "clip", "path", "height", "width"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                     "width": version.shape[1],
                 }
             )
-    write_csv(args.out / "augmented.csv", rows, FIELDS)
+    write_augmented(args.out, rows)
     write_json(
         args.metrics,
         {

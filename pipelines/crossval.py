@@ -12,7 +12,7 @@ import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.crossval import CrossvalConfig, load_fold_inputs, run_fold
-from ferops.tracking import resume_run
+from ferops.tracking import log_to_run
 
 log = logging.getLogger("crossval")
 
@@ -77,15 +77,13 @@ def main(argv: list[str] | None = None) -> int:
         "accuracy_std": round(float(accuracies.std(ddof=1)) if len(results) > 1 else 0.0, 4),
     }
     write_json(args.metrics, summary)
-    with resume_run(args.run):
-        import mlflow
-
-        mlflow.log_metrics(
-            {
-                "crossval_accuracy_mean": summary["accuracy_mean"],
-                "crossval_accuracy_std": summary["accuracy_std"],
-            }
-        )
+    log_to_run(
+        args.run,
+        {
+            "crossval_accuracy_mean": summary["accuracy_mean"],
+            "crossval_accuracy_std": summary["accuracy_std"],
+        },
+    )
     log.info(
         "crossval: %.4f ± %.4f over %d folds",
         summary["accuracy_mean"],

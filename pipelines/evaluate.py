@@ -11,16 +11,15 @@ import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, load_faces, write_csv
+from ferops.features import write_features
 from ferops.metrics import EvaluateConfig, classification_metrics
-from ferops.model import FEATURES, load_checkpoint
+from ferops.model import load_checkpoint
 from ferops.plots import plot_confusion
 from ferops.sheets import RED, grid, save, tile
-from ferops.tracking import resume_run
+from ferops.tracking import log_to_run
 from ferops.training import FaceSet, predict
 
 log = logging.getLogger("evaluate")
-
-FEATURE_COLUMNS = [f"feature{i + 1}" for i in range(FEATURES)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -68,35 +67,18 @@ def main(argv: list[str] | None = None) -> int:
         section.sheet_size,
     )
 
-    feature_rows = []
-    for row, label, pred, feats in zip(rows, data.labels, predicted, features, strict=True):
-        out = {
-            "image_id": row["image_id"],
-            "split": row["split"],
-            "clip": row["clip"],
-            "true_label": CLASSES[label],
-            "predicted_label": CLASSES[pred],
-        }
-        out.update(zip(FEATURE_COLUMNS, np.round(feats, 6).tolist(), strict=True))
-        feature_rows.append(out)
-    write_csv(
-        args.features,
-        feature_rows,
-        ["image_id", "split", "clip", "true_label", "predicted_label", *FEATURE_COLUMNS],
+    write_features(args.features, rows, data.labels, predicted, features)
+
+    log_to_run(
+        args.run,
+        {
+            "test_accuracy": metrics["accuracy"],
+            "test_macro_f1": metrics["macro_f1"],
+            **{f"test_recall_{c}": v for c, v in metrics["recall"].items()},
+        },
+        folders={"plots/evaluate": args.plots},
+        files={"metrics": args.metrics},
     )
-
-    with resume_run(args.run):
-        import mlflow
-
-        mlflow.log_metrics(
-            {
-                "test_accuracy": metrics["accuracy"],
-                "test_macro_f1": metrics["macro_f1"],
-                **{f"test_recall_{c}": v for c, v in metrics["recall"].items()},
-            }
-        )
-        mlflow.log_artifacts(str(args.plots), artifact_path="plots/evaluate")
-        mlflow.log_artifact(str(args.metrics), artifact_path="metrics")
     log.info(
         "test accuracy %.4f, macro-F1 %.4f, recall %s",
         metrics["accuracy"],

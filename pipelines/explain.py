@@ -7,15 +7,14 @@ tree pictures, the depth curve, characteristic patterns — logged to the pipeli
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
-from ferops.data import CLASSES, load_augmented, read_csv
+from ferops.data import CLASSES, load_augmented
+from ferops.features import read_features
 from ferops.model import FEATURES, load_checkpoint
 from ferops.rules import (
     RuleConfig,
@@ -28,24 +27,12 @@ from ferops.rules import (
     patterns,
     plot_tree_png,
     rules_markdown,
+    save_rules,
     truncate,
 )
-from ferops.tracking import resume_run
+from ferops.tracking import log_to_run
 
 log = logging.getLogger("explain")
-
-
-def load_features(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``split -> (features N×512, network's predicted class index N)`` from the features CSV."""
-    rows = read_csv(path)
-    columns = [f"feature{i + 1}" for i in range(FEATURES)]
-    out = {}
-    for split in ("train", "val", "test"):
-        part = [r for r in rows if r["split"] == split]
-        x = np.array([[float(r[c]) for c in columns] for r in part], dtype=np.float64)
-        y = np.array([CLASSES.index(r["predicted_label"]) for r in part], dtype=np.int64)
-        out[split] = (x.reshape(-1, FEATURES), y)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     config = RuleConfig.from_section(load_section(args.params, "explain"))
-    x_test, p_test = load_features(args.features)["test"]
+    x_test, p_test = read_features(args.features)["test"]
     model, meta = load_checkpoint(args.model)
     augmented, _, _ = load_augmented(args.augmented)
     with np.load(args.fer2013) as blob:
@@ -97,17 +84,7 @@ def main(argv: list[str] | None = None) -> int:
         curve.append({"depth": depth, "test_mean": round(float(np.mean(scores)), 4)})
     _plot_curve(curve, config.max_depth, args.plots / "depth_curve.png")
 
-    args.out.mkdir(parents=True, exist_ok=True)
-    bundle = {
-        "classes": list(CLASSES),
-        "features": FEATURES,
-        "config": asdict(config),
-        "target": "network prediction == class (one-vs-rest)",
-        "trees": {n: t.to_dict() for n, t in trees.items()},
-        "rules": {n: {"text": r.text, "rules": r.rules} for n, r in rules.items()},
-        "patterns": patterns(x_fit, p_fit, CLASSES),
-    }
-    (args.out / "rules.json").write_text(json.dumps(bundle) + "\n", encoding="utf-8")
+    save_rules(args.out, CLASSES, trees, rules, patterns(x_fit, p_fit, CLASSES), config)
     (args.out / "rules.md").write_text(rules_markdown(CLASSES, rules, fid), encoding="utf-8")
 
     metrics = {
@@ -125,18 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         "classifier_features": len(columns),
     }
     write_json(args.metrics, metrics)
-    with resume_run(args.run):
-        import mlflow
-
-        mlflow.log_metrics(
-            {
-                "fidelity_test_mean": fid["test_mean"],
-                "fidelity_train_mean": fid["train_mean"],
-                **{f"fidelity_test_{k}": v for k, v in fid["test"].items()},
-            }
-        )
-        mlflow.log_artifacts(str(args.out), artifact_path="rules")
-        mlflow.log_artifacts(str(args.plots), artifact_path="plots/explain")
+    log_to_run(
+        args.run,
+        {
+            "fidelity_test_mean": fid["test_mean"],
+            "fidelity_train_mean": fid["train_mean"],
+            **{f"fidelity_test_{k}": v for k, v in fid["test"].items()},
+        },
+        folders={"rules": args.out, "plots/explain": args.plots},
+    )
     log.info(
         "fidelity: test %.4f, fitting set %.4f (depth %d, %d faces)",
         fid["test_mean"],

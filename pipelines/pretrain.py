@@ -13,7 +13,14 @@ from ferops.data import CLASSES, write_csv
 from ferops.model import FerResNet, save_checkpoint
 from ferops.plots import plot_history
 from ferops.recipe import TeacherLabels
-from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
+from ferops.tracking import (
+    log_epoch,
+    log_params_file,
+    log_to_run,
+    resume_run,
+    run_tags,
+    start_run,
+)
 from ferops.training import MEAN, STD, FaceSet, PretrainConfig, fit, seed_everything
 
 log = logging.getLogger("pretrain")
@@ -95,11 +102,7 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(float(np.sum([h["seconds"] for h in history])), 1),
         },
     )
-    with resume_run(args.run):
-        import mlflow
-
-        mlflow.log_metrics({"best_val_acc": best["val_acc"]})
-        mlflow.log_artifacts(str(args.plots), artifact_path="plots")
+    log_to_run(args.run, {"best_val_acc": best["val_acc"]}, folders={"plots": args.plots})
     log.info(
         "pretrain: best public-test accuracy %.4f at epoch %d", best["val_acc"], best["epoch"]
     )

@@ -15,7 +15,14 @@ from ferops.data import CLASSES, load_augmented, load_faces, write_csv
 from ferops.model import FerResNet, load_checkpoint, save_checkpoint
 from ferops.plots import plot_history
 from ferops.recipe import TeacherLabels, fer2013_extra, train_recipe
-from ferops.tracking import log_epoch, log_params_file, resume_run, run_tags, start_run
+from ferops.tracking import (
+    log_epoch,
+    log_params_file,
+    log_to_run,
+    resume_run,
+    run_tags,
+    start_run,
+)
 from ferops.training import MEAN, STD, FaceSet, fit, seed_everything
 
 log = logging.getLogger("train")
@@ -112,17 +119,15 @@ def main(argv: list[str] | None = None) -> int:
         "seconds": round(float(np.sum(seconds)), 1),
     }
     write_json(args.metrics, metrics)
-    with resume_run(args.run):
-        import mlflow
-
-        mlflow.log_metrics(
-            {
-                "best_val_acc": best["val_acc"],
-                "best_epoch": best["epoch"],
-                "seconds_per_epoch": metrics["seconds_per_epoch"],
-            }
-        )
-        mlflow.log_artifacts(str(args.plots), artifact_path="plots/train")
+    log_to_run(
+        args.run,
+        {
+            "best_val_acc": best["val_acc"],
+            "best_epoch": best["epoch"],
+            "seconds_per_epoch": metrics["seconds_per_epoch"],
+        },
+        folders={"plots/train": args.plots},
+    )
     log.info("train: best val accuracy %.4f at epoch %d", best["val_acc"], best["epoch"])
     return 0
 

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, load_augmented
+from ferops.features import read_features
 from ferops.model import load_checkpoint
 from ferops.rules import RuleConfig, ask_network, fidelity, fit_tree, oracle_faces
-from pipelines.explain import load_features
 
 log = logging.getLogger("explain_sizes")
 
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     config = RuleConfig.from_section(load_section(args.params, "explain"))
-    splits = load_features(args.features)
+    splits = read_features(args.features)
     x_test, p_test = splits["test"]
     results = [
         {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,7 @@ from ferops.data import CLASSES
 from ferops.export import build_bundle, export_onnx
 from ferops.faces import YUNET_FILE
 from ferops.model import FerResNet, save_checkpoint
-from ferops.rules import RuleConfig, class_rules, fit_tree, patterns
+from ferops.rules import RuleConfig, class_rules, fit_tree, patterns, save_rules
 from ferops.training import seed_everything
 
 #: A fast bundle: 32 px input, YuNet detection (the shipped face code), 64 px chips.
@@ -41,14 +40,8 @@ def make_bundle(folder: Path, seed: int, meta: dict[str, Any] = META) -> tuple[P
         c: fit_tree(x, predicted == i, RuleConfig(max_depth=2)) for i, c in enumerate(CLASSES)
     }
     texts = {c: class_rules(trees[c], x, predicted == i) for i, c in enumerate(CLASSES)}
-    rules = {
-        "classes": list(CLASSES),
-        "patterns": patterns(x, predicted, CLASSES),
-        "trees": {c: tree.to_dict() for c, tree in trees.items()},
-        "rules": {c: {"text": r.text, "rules": r.rules} for c, r in texts.items()},
-    }
-    (folder / "rules.json").write_text(json.dumps(rules))
-    build_bundle(folder / "bundle", folder / "model.onnx", meta, folder / "rules.json", YUNET)
+    rules = save_rules(folder, CLASSES, trees, texts, patterns(x, predicted, CLASSES))
+    build_bundle(folder / "bundle", folder / "model.onnx", meta, rules, YUNET)
     return folder / "bundle", folder / "model.pt"
 
 

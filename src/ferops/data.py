@@ -132,10 +132,30 @@ def load_faces(
     return images, [int(r["label_index"]) for r in rows], rows
 
 
+#: The augment stage's index of its images (in the same folder) and its columns.
+AUGMENTED_INDEX = "augmented.csv"
+AUGMENTED_FIELDS = [
+    "image_id",
+    "source_id",
+    "op",
+    "label",
+    "label_index",
+    "clip",
+    "path",
+    "height",
+    "width",
+]
+
+
+def write_augmented(folder: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the augment stage's index (:data:`AUGMENTED_INDEX`) of the images in ``folder``."""
+    write_csv(Path(folder) / AUGMENTED_INDEX, rows, AUGMENTED_FIELDS)
+
+
 def load_augmented(folder: Path) -> tuple[list[np.ndarray], list[int], list[dict[str, str]]]:
-    """The augment stage's training images (``augmented.csv`` beside them)."""
-    rows = read_csv(Path(folder) / "augmented.csv")
+    """The augment stage's training images (:data:`AUGMENTED_INDEX` beside them)."""
+    rows = read_csv(Path(folder) / AUGMENTED_INDEX)
     if not rows:
-        raise ValueError(f"{folder}/augmented.csv lists no images")
+        raise ValueError(f"{folder}/{AUGMENTED_INDEX} lists no images")
     images = [load_gray(Path(folder) / r["path"]) for r in rows]
     return images, [int(r["label_index"]) for r in rows], rows

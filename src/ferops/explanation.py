@@ -156,6 +156,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
+#: The rule trees, their text and the class patterns: the ``explain`` stage's output file, also
+#: inside every bundle (written by :func:`ferops.rules.save_rules`, read by :class:`Explainer`).
+RULES_FILE = "rules.json"
+
+
 class Explainer:
     """The four-part explanation, from a ``rules.json`` written by the ``explain`` stage."""
 

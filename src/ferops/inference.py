@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from ferops.digests import file_digest
-from ferops.explanation import Explainer, softmax
+from ferops.explanation import RULES_FILE, Explainer, softmax
 from ferops.faces import (
     MAX_CROP_ASPECT,
     YUNET_FILE,
@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 #: The classifier files a bundle may carry, by precision. Every bundle carries the fp32 network;
 #: the manifest's ``precision`` (default fp32) names the one that serves.
 MODEL_FILES = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-#: The rule trees and their text (the ``explain`` stage's ``rules.json``) inside a bundle.
-RULES_FILE = "rules.json"
 BUNDLE_FILES = (MODEL_FILES["fp32"], "labels.json", "preprocess.json", RULES_FILE, YUNET_FILE)
 PROVIDERS = ("auto", "cpu", "cuda")
 

@@ -64,12 +64,12 @@ def _version_rules(client, name: str, version: int) -> tuple[dict, dict[str, flo
 
 
 def cmd_rules(args: argparse.Namespace) -> int:
-    from ferops.rulediff import class_rules, diff_rules, diff_text
+    from ferops.rulediff import diff_rules, diff_text, voting_rules
 
     client = _client()
     rules, fidelity = _version_rules(client, args.name, args.version)
     if args.other is None:
-        for name, rule in class_rules(rules).items():
+        for name, rule in voting_rules(rules).items():
             print(f"{name}: {rule['text']}")
         return 0
     other, other_fidelity = _version_rules(client, args.name, args.other)

@@ -18,7 +18,7 @@ from ferops.explanation import Tree, rule_text, simplify
 FIDELITY_PREFIX = "fidelity_test_"
 
 
-def class_rules(rules: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+def voting_rules(rules: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     """Per class of a ``rules.json``: ``text`` (the rule text the ``explain`` stage wrote,
     :func:`ferops.rules.class_rules`), ``rules`` (the rules of the leaves that vote for the
     class, one root-to-leaf path each, simplified) and ``conditions`` (theirs, as text)."""
@@ -73,7 +73,7 @@ def diff_rules(
 ) -> list[ClassChange]:
     """Per class (in ``after``'s order, then classes only ``before`` has), the change of its
     rules from ``before`` to ``after`` (two ``rules.json`` contents) and of its fidelity."""
-    a, b = class_rules(before), class_rules(after)
+    a, b = voting_rules(before), voting_rules(after)
     fa, fb = fidelity_before or {}, fidelity_after or {}
     out = []
     for name in list(b) + [n for n in a if n not in b]:

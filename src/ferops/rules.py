@@ -11,8 +11,9 @@ any gray faces through the evaluation transform, :func:`oracle_faces` gathers th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import numpy as np
 from sklearn.tree import DecisionTreeClassifier
 from tqdm import tqdm
 
-from ferops.explanation import LEAF, Tree, rule_text, simplify
-from ferops.model import FerResNet
+from ferops.explanation import LEAF, RULES_FILE, Tree, rule_text, simplify
+from ferops.model import FEATURES, FerResNet
 from ferops.sections import SectionConfig
 from ferops.training import FaceSet, predict
 
@@ -314,3 +315,29 @@ def plot_tree_png(tree: Tree, name: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_rules(
+    folder: Path,
+    classes: Sequence[str],
+    trees: dict[str, Tree],
+    rules: dict[str, ClassRules],
+    class_patterns: dict[str, list[float]],
+    config: RuleConfig | None = None,
+) -> Path:
+    """Write :data:`~ferops.explanation.RULES_FILE` (what :class:`~ferops.explanation.Explainer`
+    reads, and every bundle carries): the classes, the 512-feature count, the trees, each class's
+    rule text and voting rules, the class patterns, and the tree settings; returns its path."""
+    document = {
+        "classes": list(classes),
+        "features": FEATURES,
+        "config": asdict(config) if config is not None else None,
+        "target": "network prediction == class (one-vs-rest)",
+        "trees": {n: t.to_dict() for n, t in trees.items()},
+        "rules": {n: {"text": r.text, "rules": r.rules} for n, r in rules.items()},
+        "patterns": class_patterns,
+    }
+    path = Path(folder) / RULES_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document) + "\n", encoding="utf-8")
+    return path

@@ -161,6 +161,24 @@ def run_in_this_store(
         return run.info.run_id
 
 
+def log_to_run(
+    run_file: Path,
+    metrics: dict[str, float],
+    folders: dict[str, Path] | None = None,
+    files: dict[str, Path] | None = None,
+) -> None:
+    """A stage's epilogue: reopen the pipeline's run (:func:`resume_run`) and log ``metrics``,
+    each folder of ``folders`` and each file of ``files`` under its artifact path."""
+    import mlflow
+
+    with resume_run(run_file):
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        for artifact_path, folder in (folders or {}).items():
+            mlflow.log_artifacts(str(folder), artifact_path=artifact_path)
+        for artifact_path, file in (files or {}).items():
+            mlflow.log_artifact(str(file), artifact_path=artifact_path)
+
+
 def log_epoch(epoch: int, row: dict[str, float]) -> None:
     """Per-epoch metrics of the active run (an ``on_epoch`` callback for ``training.fit``)."""
     import mlflow
