@@ -311,6 +311,82 @@ def _mixed_batch(
     return torch.cat(xs), torch.cat(ys), torch.cat(softs) if softs else None
 
 
+def sparse_head_mask(model: FerResNet, features: int) -> torch.utils.hooks.RemovableHandle:
+    """Keep, per class, the ``features`` classifier weights of largest magnitude and zero the
+    rest; the returned hook zeroes their gradient (remove it after training). Zero weights stay
+    0: no gradient, and weight decay and momentum of 0 are 0."""
+    weight = model.net.fc.weight
+    keep = weight.detach().abs().topk(features, dim=1).indices
+    mask = torch.zeros_like(weight).scatter_(1, keep, 1.0)
+    with torch.no_grad():
+        weight.mul_(mask)
+    return weight.register_hook(lambda grad: grad * mask)
+
+
+def train_one_epoch(
+    model: FerResNet,
+    optimiser: torch.optim.Optimizer,
+    train: FaceSet,
+    extra: FaceSet | None,
+    config: TrainConfig,
+    rng: np.random.Generator,
+    desc: str,
+) -> dict[str, float]:
+    """One pass over ``train`` (each batch topped up with ``extra`` faces to
+    ``config.extra_share``; micro-batches accumulate into one step); the mean loss and accuracy."""
+    device = next(model.parameters()).device
+    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    n_extra = (
+        round(config.batch_size * config.extra_share / (1 - config.extra_share)) if extra else 0
+    )
+    chunk = config.micro_batch or config.batch_size
+    model.train()
+    for module in frozen_modules(model, config.freeze_blocks):
+        module.eval()  # frozen BatchNorm keeps its pre-trained statistics
+    order = rng.permutation(len(train))
+    seen, loss_sum, correct = 0, 0.0, 0
+    bar = tqdm(range(0, len(order), config.batch_size), desc=desc, unit="batch", leave=False)
+    for begin in bar:
+        batch = order[begin : begin + config.batch_size]
+        optimiser.zero_grad(set_to_none=True)
+        drawn = rng.integers(0, len(extra), n_extra) if n_extra else None
+        x, y, soft = _mixed_batch(train, batch, extra, drawn, config, rng)
+        for part in chunks(len(y), chunk):
+            xs, ys = x[part].to(device, memory_format=torch.channels_last), y[part].to(device)
+            if config.mixup_alpha > 0:
+                lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
+                perm = torch.from_numpy(rng.permutation(len(ys))).to(device)
+                out = model(lam * xs + (1 - lam) * xs[perm])
+                loss = lam * criterion(out, ys) + (1 - lam) * criterion(out, ys[perm])
+            else:
+                out = model(xs)
+                loss = criterion(out, ys)
+                if soft is not None:
+                    kd = distillation_loss(out, soft[part].to(device), config.distill_temperature)
+                    loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
+            (loss * len(ys) / len(y)).backward()
+            loss_sum += float(loss) * len(ys)
+            correct += int((out.argmax(1) == ys).sum())
+            seen += len(ys)
+        optimiser.step()
+        bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
+    return {"train_loss": loss_sum / seen, "train_acc": correct / seen}
+
+
+class BestState:
+    """The model's weights at its best validation accuracy so far (ties: the lower loss)."""
+
+    def __init__(self) -> None:
+        self.key, self.state = (-1.0, 0.0), None
+
+    def offer(self, model: FerResNet, val_acc: float, val_loss: float) -> bool:
+        """Keep a copy of the weights if this epoch is the best; whether it was."""
+        if (val_acc, -val_loss) > self.key:
+            self.key, self.state = (val_acc, -val_loss), copy.deepcopy(model.state_dict())
+            return True
+        return False
+
+
 def fit(
     model: FerResNet,
     train: FaceSet,
@@ -323,10 +399,11 @@ def fit(
     """SGD with momentum and weight decay; returns the best model by validation accuracy (the
     last one without validation) and the per-epoch history.
 
-    An epoch is one pass over ``train``; with ``extra`` and ``config.extra_share`` each batch also
-    holds faces drawn at random from ``extra`` (that share of the batch). With
-    ``config.distill_weight`` the loss mixes the teacher's soft labels of sets that have them
-    (:func:`distillation_loss`) with the cross-entropy on the ground truth."""
+    An epoch is one pass over ``train`` (:func:`train_one_epoch`); with ``extra`` and
+    ``config.extra_share`` each batch also holds faces drawn at random from ``extra`` (that share
+    of the batch). With ``config.distill_weight`` the loss mixes the teacher's soft labels of
+    sets that have them (:func:`distillation_loss`) with the cross-entropy on the ground truth.
+    Then validation (:func:`evaluate_loss`) and the best weights kept (:class:`BestState`)."""
     if config.extra_share > 0 and extra is None:
         raise ValueError("extra_share is set but no extra data set was given")
     if config.distill_weight > 0 and (
@@ -334,90 +411,30 @@ def fit(
     ):
         raise ValueError("distill_weight is set but a training set has no teacher soft labels")
     seed_everything(config.seed)
-    device = resolve_device(config.device)
-    model = model.to(device, memory_format=torch.channels_last)  # ~25 % faster convs on CPU
-    model.dropout.p = config.dropout
-    if config.head_features:  # zero weights stay 0: no gradient, and decay/momentum of 0 is 0
-        weight = model.net.fc.weight
-        keep = weight.detach().abs().topk(config.head_features, dim=1).indices
-        mask = torch.zeros_like(weight).scatter_(1, keep, 1.0)
-        with torch.no_grad():
-            weight.mul_(mask)
-        hook = weight.register_hook(lambda grad: grad * mask)
+    model = model.to(resolve_device(config.device), memory_format=torch.channels_last)
+    model.dropout.p = config.dropout  # ~25 % faster convs on CPU in channels_last
+    hook = sparse_head_mask(model, config.head_features) if config.head_features else None
     groups = param_groups(model, config)
     _set_frozen(model, config.freeze_blocks, True)
     optimiser = torch.optim.SGD(
         groups, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
     )
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     rng = np.random.default_rng(config.seed)
-    n_extra = (
-        round(config.batch_size * config.extra_share / (1 - config.extra_share)) if extra else 0
-    )
-    chunk = config.micro_batch or config.batch_size
     history: list[dict[str, float]] = []
-    best_state, best_key = None, (-1.0, 0.0)
+    best = BestState()
     for epoch in range(config.epochs):
         start = time.perf_counter()
         lr = config.lr * _lr_factor(config, epoch)
         for group in optimiser.param_groups:
             group["lr"] = lr * group["lr_scale"]
-        model.train()
-        for module in frozen_modules(model, config.freeze_blocks):
-            module.eval()  # frozen BatchNorm keeps its pre-trained statistics
-        order = rng.permutation(len(train))
-        seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(
-            range(0, len(order), config.batch_size),
-            desc=f"{desc} {epoch + 1}/{config.epochs}",
-            unit="batch",
-            leave=False,
-        )
-        for begin in bar:
-            batch = order[begin : begin + config.batch_size]
-            optimiser.zero_grad(set_to_none=True)
-            x, y, soft = _mixed_batch(
-                train,
-                batch,
-                extra,
-                rng.integers(0, len(extra), n_extra) if n_extra else None,
-                config,
-                rng,
-            )
-            for part in chunks(len(y), chunk):
-                xs, ys = x[part].to(device, memory_format=torch.channels_last), y[part].to(device)
-                if config.mixup_alpha > 0:
-                    lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
-                    perm = torch.from_numpy(rng.permutation(len(ys))).to(device)
-                    out = model(lam * xs + (1 - lam) * xs[perm])
-                    loss = lam * criterion(out, ys) + (1 - lam) * criterion(out, ys[perm])
-                else:
-                    out = model(xs)
-                    loss = criterion(out, ys)
-                    if soft is not None:
-                        kd = distillation_loss(
-                            out, soft[part].to(device), config.distill_temperature
-                        )
-                        loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
-                (loss * len(ys) / len(y)).backward()
-                loss_sum += float(loss) * len(ys)
-                correct += int((out.argmax(1) == ys).sum())
-                seen += len(ys)
-            optimiser.step()
-            bar.set_postfix(loss=f"{loss_sum / seen:.3f}")
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": loss_sum / seen,
-            "train_acc": correct / seen,
-        }
+        step = f"{desc} {epoch + 1}/{config.epochs}"
+        row = {"epoch": epoch + 1, "lr": lr}
+        row.update(train_one_epoch(model, optimiser, train, extra, config, rng, step))
         if val is not None:
             row["val_loss"], row["val_acc"] = evaluate_loss(
                 model, val, config.input_size, config.device
             )
-            key = (row["val_acc"], -row["val_loss"])
-            if key > best_key:
-                best_key, best_state = key, copy.deepcopy(model.state_dict())
+            if best.offer(model, row["val_acc"], row["val_loss"]):
                 row["best"] = 1.0
         row["seconds"] = time.perf_counter() - start
         history.append(row)
@@ -430,10 +447,10 @@ def fit(
         if on_epoch is not None:
             on_epoch(epoch + 1, row)
     _set_frozen(model, config.freeze_blocks, False)
-    if config.head_features:
+    if hook is not None:
         hook.remove()
     model.dropout.p = 0.0
     model = model.to(memory_format=torch.contiguous_format)
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if best.state is not None:
+        model.load_state_dict(best.state)
     return model.eval(), history
