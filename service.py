@@ -37,7 +37,6 @@ import numpy as np
 
 from ferops import MODEL_NAME
 from ferops.api import (
-    MIN_DETECT_SIDE,
     UI_ROUTE,
     DetectResponse,
     Door,
@@ -46,14 +45,12 @@ from ferops.api import (
     RequestError,
     RequestGuard,
     WorkLane,
-    decode_upload,
     public_metadata,
     ui_app,
 )
 from ferops.api_metrics import ServiceMetrics
 from ferops.faces import MAX_CROP_ASPECT
-from ferops.inference import Predictor
-from ferops.occlusion import attach, maps_from_logits, masked_batch
+from ferops.inference import Located, Predictor, UploadRefused
 
 log = logging.getLogger("ferops.service")
 
@@ -158,14 +155,12 @@ class FerService:
 
     # -- plain methods shared by the endpoints (an API must not call another API) --
 
-    def _locate(self, data: bytes, is_crop: bool):
-        """Decode (shape checked on the header first) and find the faces: runs in a lane."""
-        rgb = decode_upload(data, self.limits, MAX_CROP_ASPECT if is_crop else None)
-        height, width = rgb.shape[:2]
-        if min(height, width) < MIN_DETECT_SIDE:  # a crop that small holds no face we can see
-            return [], [], "no_face" if is_crop else "image_too_small", (width, height)
-        faces, crops = self.predictor.locate(rgb, is_crop)
-        return faces, crops, None if faces else "no_face", (width, height)
+    def _locate(self, data: bytes, is_crop: bool) -> Located:
+        """The inference core's upload → faces step (runs in a lane); its refusals as HTTP."""
+        try:
+            return self.predictor.locate_upload(data, is_crop, self.limits)
+        except UploadRefused as exc:
+            raise RequestError.from_upload(exc) from exc
 
     async def _find(self, image: Path, is_crop: bool):
         """:meth:`_locate` in the request's lane (a full lane answers 503 at once)."""
@@ -211,27 +206,24 @@ class FerService:
     async def _analyse(self, image: Path, crop: bool, explain: bool):
         route = "/explain" if explain else "/predict"
         try:
-            faces, crops, reason, _ = await self._find(image, crop)
+            located = await self._find(image, crop)
         except RequestError as exc:
             return self._refuse(route, exc)
         out = []
-        if crops:
-            batch = self.predictor.preprocess(crops)
-            if explain:  # where the network looked: GRID² masked copies a face, in the same call
-                batch = np.concatenate([batch, masked_batch(batch)])  # (BentoML's batcher splits
-            try:  # a call over max_batch_size into chunks)
+        if located.crops:
+            # with explain, the masked copies go in the same call (BentoML's batcher splits a
+            # call over max_batch_size into chunks)
+            batch = self.predictor.network_input(located.crops, explain)
+            try:
                 result = await self._classify(batch)
             except RequestError as exc:
                 return self._refuse(route, exc)
-            n, masked = len(self.predictor.labels), result[len(crops) :]
-            result = result[: len(crops)]
+            n = len(self.predictor.labels)
             out = await asyncio.to_thread(
-                self.predictor.describe, faces, result[:, :n], result[:, n:], explain
+                self.predictor.records, located, result[:, :n], result[:, n:], explain
             )
-            if explain:
-                attach(out, maps_from_logits(result[:, :n], masked[:, :n]), faces)
-        self.metrics.answer(route, out, reason)
-        return PredictResponse(faces=out, reason=reason, model=self.tag)
+        self.metrics.answer(route, out, located.reason)
+        return PredictResponse(faces=out, reason=located.reason, model=self.tag)
 
     @bentoml.api(route="/info")
     async def info(self) -> dict:
@@ -260,11 +252,14 @@ class FerService:
         No face: 200 with ``faces: []`` and ``reason: "no_face"`` (or ``"image_too_small"``).
         Bad uploads: 4xx ``{"error", "detail"}``."""
         try:
-            faces, _, reason, (width, height) = await self._find(image, False)
+            located = await self._find(image, False)
         except RequestError as exc:
             return self._refuse("/detect", exc)
-        self.metrics.answers.labels("/detect", reason or "faces").inc()
-        return DetectResponse(faces=faces, reason=reason, width=width, height=height)
+        self.metrics.answers.labels("/detect", located.reason or "faces").inc()
+        width, height = located.size
+        return DetectResponse(
+            faces=located.faces, reason=located.reason, width=width, height=height
+        )
 
     @bentoml.api(route="/predict")
     async def predict(self, image: Path, crop: bool = False) -> PredictResponse:

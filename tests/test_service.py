@@ -703,3 +703,45 @@ def test_uris_shown_to_clients_carry_no_credentials() -> None:
     assert redact_uri("http://u:p@[::1") == "<redacted>"  # unparseable: nothing of it is shown
     shown = public_metadata({"tracking_uri": "https://u:p@h/?t=1", "mlflow_version": 3, "a": "b"})
     assert shown == {"tracking_uri": "https://h/", "mlflow_version": 3, "a": "b"}
+
+
+def test_one_request_path_gives_the_same_reasons_everywhere(
+    service: str, bundle, clear_frame: Path, tmp_path: Path
+) -> None:
+    """The same bad and odd uploads through the service, the MLflow pyfunc (in process) and
+    `ferops analyse`'s reading (frames only: it has no crop mode) get the same error codes and
+    the same no-face reasons: all three run the inference core's request path."""
+    from types import SimpleNamespace
+
+    from ferops.analyse import Summary, read_samples
+    from ferops.registry import BundleModel
+
+    model = BundleModel()
+    model.load_context(SimpleNamespace(artifacts={"bundle": str(bundle[0])}))
+    predictor = Predictor(bundle[0])
+    rgb = read_image(clear_frame)
+    uploads = [(kind, req["data"], req.get("form", {}).get("crop") == "true")
+               for kind, req, _, _ in _bad_inputs(clear_frame) if "data" in req]  # fmt: skip
+    uploads += [
+        ("frame", clear_frame.read_bytes(), False),
+        ("crop_sliver", _encode(np.zeros((50, 250, 3), np.uint8)), True),  # aspect 5 > 4
+        ("crop_tiny", _encode(rgb[:12, :12]), True),
+    ]
+    for kind, data, crop in uploads:
+        answer = _post(service, "predict", data, **({"crop": "true"} if crop else {})).json()
+        via_service = answer.get("error") or answer.get("reason") or len(answer["faces"])
+        row = model.predict(None, {"image": [data], "crop": [crop]})[0]
+        via_pyfunc = row["error"] or row["reason"] or len(row["faces"])
+        assert via_pyfunc == via_service, (kind, via_service, via_pyfunc)
+        if crop:
+            continue
+        path = tmp_path / f"{kind}.img"
+        path.write_bytes(data)
+        summary = Summary()
+        samples = list(read_samples([path], 1.0, summary, predictor))
+        if samples:
+            located = predictor.locate_decoded(samples[0].rgb)
+            via_analyse = located.reason or len(located.faces)
+        else:
+            via_analyse = summary.bad[str(path)]
+        assert via_analyse == via_service, (kind, via_service, via_analyse)

@@ -43,8 +43,7 @@ from typing import Any
 import numpy as np
 
 from ferops.data import IMAGE_SUFFIXES
-from ferops.images import ImageDecodeError, read_image
-from ferops.inference import Predictor
+from ferops.inference import Predictor, UploadLimits, UploadRefused
 
 log = logging.getLogger(__name__)
 
@@ -171,9 +170,17 @@ def sample_frames(video: Path, fps: float) -> Iterator[tuple[int, float, np.ndar
         capture.release()
 
 
-def read_samples(files: Sequence[Path], fps: float, summary: Summary) -> Iterator[Sample]:
+def read_samples(
+    files: Sequence[Path],
+    fps: float,
+    summary: Summary,
+    predictor: Predictor,
+    limits: UploadLimits = UploadLimits(),
+) -> Iterator[Sample]:
     """Every sample of ``files``; a file that cannot be read is logged, put in
-    ``summary.bad`` and skipped (a video that breaks midway keeps the frames read so far)."""
+    ``summary.bad`` and skipped (a video that breaks midway keeps the frames read so far).
+    Image files are decoded by the inference core's request path
+    (:meth:`Predictor.decode_upload`, the service's and the MLflow model's bounds and reasons)."""
     for path in files:
         try:
             if is_video(path):
@@ -181,10 +188,14 @@ def read_samples(files: Sequence[Path], fps: float, summary: Summary) -> Iterato
                 for index, time_s, rgb in sample_frames(path, fps):
                     yield Sample(path, index, time_s, rgb)
             else:
-                rgb = read_image(path)
+                try:
+                    data = path.read_bytes()
+                except OSError as exc:
+                    raise UploadRefused("unreadable", f"{type(exc).__name__}: {exc}") from exc
+                rgb = predictor.decode_upload(data, False, limits)
                 summary.images += 1
                 yield Sample(path, 0, None, rgb)
-        except (ImageDecodeError, MediaError) as exc:
+        except (UploadRefused, MediaError) as exc:
             summary.bad[str(path)] = exc.reason
             log.warning("skipped %s: %s", path, exc)
         except Exception as exc:  # noqa: BLE001 - an odd file must never stop a folder
@@ -216,7 +227,8 @@ def analyse_samples(
 
     waiting = 0
     for sample in samples:
-        faces, crops = predictor.locate(sample.rgb)
+        located = predictor.locate_decoded(sample.rgb)
+        faces, crops = located.faces, located.crops
         sample.rgb = np.empty((0, 0, 3), np.uint8)  # the pixels are not needed any more
         pending.append((sample, faces, crops))
         waiting += len(crops)
@@ -481,7 +493,8 @@ def analyse_paths(
         writer = RowWriter(out, labels)
         stack.callback(writer.close)
         bar = stack.enter_context(tqdm(total=len(files), unit="file", disable=not progress))
-        results = analyse_samples(predictor, read_samples(files, fps, summary), batch_size)
+        samples = read_samples(files, fps, summary, predictor, UploadLimits.from_env())
+        results = analyse_samples(predictor, samples, batch_size)
         for file, group in itertools.groupby(results, key=lambda item: item[0].file):
             rows: list[dict[str, Any]] = []
             for sample, faces in group:

@@ -46,7 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ferops.images import ImageDecodeError, decode_image
+from ferops.inference import UploadLimits, UploadRefused
 
 if TYPE_CHECKING:
     from starlette.staticfiles import StaticFiles
@@ -60,12 +60,10 @@ STATUS = {
     "too_many_pixels": 413,
     "unreadable": 422,
     "bad_aspect": 422,
+    "too_large": 413,
 }
 
 log = logging.getLogger(__name__)
-
-#: Smallest side (pixels) on which face detection is attempted.
-MIN_DETECT_SIDE = 16
 
 #: Where the web page is served: ``GET /ui/`` (``/ui`` redirects there; BentoML's own OpenAPI
 #: page keeps ``/``). The page is plain HTML, JS and CSS in :data:`UI_DIR`, packed into the bento
@@ -107,13 +105,14 @@ def public_metadata(metadata: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Upload limits; from the environment at service start (not at import)."""
+class Limits(UploadLimits):
+    """The service's limits: the upload bounds every front end shares
+    (:class:`~ferops.inference.UploadLimits`) and its lanes'; from the environment at service
+    start (not at import).
 
-    max_upload_bytes: int = 16 * 1024 * 1024
-    max_pixels: int = 25_000_000
-    #: Long side / short side of a whole image (a 32:9 panorama is 3.6); crops: MAX_CROP_ASPECT.
-    max_aspect: float = 8.0
+    ``ferops analyse`` and the MLflow pyfunc read the same environment variables for the upload
+    bounds (:meth:`UploadLimits.from_env`)."""
+
     #: Requests queued or running per work lane (frames, crops) before new ones get a 503.
     max_queue: int = 32
     #: Seconds a request may wait in its lane; one still queued after that is dropped unrun.
@@ -122,19 +121,16 @@ class Limits:
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Limits:
         env = os.environ if environ is None else environ
+        upload = UploadLimits.from_env(env)
         limits = cls(
-            max_upload_bytes=int(env.get("FEROPS_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
-            max_pixels=int(env.get("FEROPS_MAX_PIXELS", cls.max_pixels)),
-            max_aspect=float(env.get("FEROPS_MAX_ASPECT", cls.max_aspect)),
+            max_upload_bytes=upload.max_upload_bytes,
+            max_pixels=upload.max_pixels,
+            max_aspect=upload.max_aspect,
             max_queue=int(env.get("FEROPS_MAX_QUEUE", cls.max_queue)),
             max_wait_s=float(env.get("FEROPS_MAX_WAIT_S", cls.max_wait_s)),
         )
-        if (
-            min(limits.max_upload_bytes, limits.max_pixels, limits.max_queue) <= 0
-            or limits.max_aspect < 1
-            or limits.max_wait_s <= 0
-        ):
-            raise ValueError(f"upload limits must be positive (aspect >= 1), got {limits}")
+        if limits.max_queue <= 0 or limits.max_wait_s <= 0:
+            raise ValueError(f"lane limits must be positive, got {limits}")
         return limits
 
 
@@ -150,7 +146,8 @@ class RequestError(Exception):
         self.retry_after = retry_after  # seconds, sent as ``Retry-After`` (503s)
 
     @classmethod
-    def from_decode(cls, exc: ImageDecodeError) -> RequestError:
+    def from_upload(cls, exc: UploadRefused) -> RequestError:
+        """The HTTP answer for bytes the inference core refused (:data:`STATUS`)."""
         return cls(STATUS.get(exc.reason, 422), exc.reason, exc.detail)
 
     def response(self):
@@ -160,23 +157,6 @@ class RequestError(Exception):
         return JSONResponse(
             {"error": self.error, "detail": self.detail}, status_code=self.status, headers=headers
         )
-
-
-def decode_upload(data: bytes, limits: Limits, max_aspect: float | None = None):
-    """Upload bytes → RGB array, or :class:`RequestError` with the reason. ``max_aspect``
-    (default ``limits.max_aspect``) bounds the shape, checked on the header."""
-    if len(data) > limits.max_upload_bytes:
-        raise RequestError(
-            413, "too_large", f"{len(data)} bytes exceeds {limits.max_upload_bytes}"
-        )
-    try:
-        return decode_image(
-            data,
-            max_pixels=limits.max_pixels,
-            max_aspect=limits.max_aspect if max_aspect is None else max_aspect,
-        )
-    except ImageDecodeError as exc:
-        raise RequestError.from_decode(exc) from exc
 
 
 class WorkLane:

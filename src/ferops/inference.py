@@ -9,7 +9,8 @@ from __future__ import annotations
 import ctypes
 import json
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,8 @@ from ferops.faces import (
     similarity,
     template_points,
 )
-from ferops.images import to_gray
+from ferops.images import ImageDecodeError, decode_image, to_gray
+from ferops.occlusion import attach, maps_from_logits, masked_batch
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +42,58 @@ BUNDLE_FILES = (MODEL_FILES["fp32"], "labels.json", "preprocess.json", RULES_FIL
 PROVIDERS = ("auto", "cpu", "cuda")
 
 
+#: Smallest side (pixels) on which face detection is attempted.
+MIN_DETECT_SIDE = 16
+
+
 class BundleError(RuntimeError):
     """A serving bundle that is incomplete or does not match its manifest."""
+
+
+@dataclass(frozen=True)
+class UploadLimits:
+    """Bounds checked on image bytes before any pixel work (every front end uses the same)."""
+
+    max_upload_bytes: int = 16 * 1024 * 1024
+    max_pixels: int = 25_000_000  # decompression bombs never decode
+    #: Long side / short side of a whole image (a 32:9 panorama is 3.6); crops: MAX_CROP_ASPECT.
+    max_aspect: float = 8.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> UploadLimits:
+        """``FEROPS_MAX_UPLOAD_BYTES``, ``FEROPS_MAX_PIXELS``, ``FEROPS_MAX_ASPECT`` (defaults
+        above); read when a front end starts, never at import."""
+        env = os.environ if environ is None else environ
+        limits = cls(
+            max_upload_bytes=int(env.get("FEROPS_MAX_UPLOAD_BYTES", cls.max_upload_bytes)),
+            max_pixels=int(env.get("FEROPS_MAX_PIXELS", cls.max_pixels)),
+            max_aspect=float(env.get("FEROPS_MAX_ASPECT", cls.max_aspect)),
+        )
+        if min(limits.max_upload_bytes, limits.max_pixels) <= 0 or limits.max_aspect < 1:
+            raise ValueError(f"upload limits must be positive (aspect >= 1), got {limits}")
+        return limits
+
+
+class UploadRefused(ValueError):
+    """Bytes that are not a usable image. ``reason`` is the code every front end answers with
+    (the service maps it to an HTTP status in :mod:`ferops.api`): ``too_large`` or one of
+    :class:`~ferops.images.ImageDecodeError`'s reasons."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason, self.detail = reason, detail
+
+
+@dataclass
+class Located:
+    """What :meth:`Predictor.locate_upload` found: face records, their gray chips, ``reason``
+    (``no_face`` / ``image_too_small`` when there are none, else ``None``) and the image's
+    (width, height)."""
+
+    faces: list[dict]
+    crops: list[np.ndarray]
+    reason: str | None
+    size: tuple[int, int]
 
 
 def verify_bundle(folder: Path) -> dict[str, Any]:
@@ -323,6 +375,73 @@ class Predictor:
                 item["explanation"] = self.explainer.explain(feats, logit)
             results.append(item)
         return results
+
+    # -- the one request path: bytes + crop flag → records (service, MLflow pyfunc, analyse) --
+
+    def decode_upload(
+        self, data: bytes, is_crop: bool = False, limits: UploadLimits = UploadLimits()
+    ) -> np.ndarray:
+        """Upload bytes → RGB, bounded before decoding (bytes, then pixels and aspect read from
+        the header; a crop's aspect at most :data:`~ferops.faces.MAX_CROP_ASPECT`); raises
+        :class:`UploadRefused`."""
+        if len(data) > limits.max_upload_bytes:
+            raise UploadRefused(
+                "too_large", f"{len(data)} bytes exceeds {limits.max_upload_bytes}"
+            )
+        aspect = MAX_CROP_ASPECT if is_crop else limits.max_aspect
+        try:
+            return decode_image(data, max_pixels=limits.max_pixels, max_aspect=aspect)
+        except ImageDecodeError as exc:
+            raise UploadRefused(exc.reason, exc.detail) from exc
+
+    def locate_decoded(self, rgb: np.ndarray, is_crop: bool = False) -> Located:
+        """Faces of a decoded image; an image under :data:`MIN_DETECT_SIDE` pixels is not
+        searched (``image_too_small``; a crop that small: ``no_face``)."""
+        height, width = rgb.shape[:2]
+        if min(height, width) < MIN_DETECT_SIDE:
+            return Located([], [], "no_face" if is_crop else "image_too_small", (width, height))
+        faces, crops = self.locate(rgb, is_crop)
+        return Located(faces, crops, None if faces else "no_face", (width, height))
+
+    def locate_upload(
+        self, data: bytes, is_crop: bool = False, limits: UploadLimits = UploadLimits()
+    ) -> Located:
+        """:meth:`decode_upload` then :meth:`locate_decoded`: the CPU half of a request."""
+        return self.locate_decoded(self.decode_upload(data, is_crop, limits), is_crop)
+
+    def network_input(self, crops: Sequence[np.ndarray], explain: bool = False) -> np.ndarray:
+        """The batch for the network: the preprocessed chips, and with ``explain`` their
+        :data:`~ferops.occlusion.GRID`² masked copies after them (where the network looked)."""
+        batch = self.preprocess(crops)
+        return np.concatenate([batch, masked_batch(batch)]) if explain and len(crops) else batch
+
+    def records(
+        self, located: Located, logits: np.ndarray, features: np.ndarray, explain: bool = False
+    ) -> list[dict[str, Any]]:
+        """Per face the answer record, from the network's outputs on :meth:`network_input`
+        (with ``explain``: the explanation and its occlusion map)."""
+        n = len(located.crops)
+        out = self.describe(located.faces, logits[:n], features[:n], explain)
+        if explain and n:
+            attach(out, maps_from_logits(logits[:n], logits[n:]), located.faces)
+        return out
+
+    def answer(
+        self,
+        data: bytes,
+        is_crop: bool = False,
+        explain: bool = False,
+        limits: UploadLimits = UploadLimits(),
+    ) -> dict[str, Any]:
+        """Image bytes → ``{"faces": records, "reason": …}``, what ``/predict`` (``/explain``
+        with ``explain``) answers; raises :class:`UploadRefused` for bytes that are no usable
+        image. The service runs the same steps split across its lanes and classifier."""
+        located = self.locate_upload(data, is_crop, limits)
+        faces: list[dict[str, Any]] = []
+        if located.crops:
+            logits, features = self.run(self.network_input(located.crops, explain))
+            faces = self.records(located, logits, features, explain)
+        return {"faces": faces, "reason": located.reason}
 
     def analyse(
         self, rgb: np.ndarray, explain: bool = False, is_crop: bool = False

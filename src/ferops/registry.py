@@ -26,6 +26,7 @@ from typing import Any
 
 import mlflow
 import mlflow.pyfunc
+import numpy as np
 
 from ferops import MODEL_NAME
 from ferops.digests import file_digest
@@ -97,7 +98,7 @@ class BundleModel(mlflow.pyfunc.PythonModel):
 
         import pandas as pd
 
-        from ferops.api import MIN_DETECT_SIDE, Limits, RequestError, decode_upload
+        from ferops.inference import UploadLimits, UploadRefused
 
         frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
         if "image" not in frame.columns:
@@ -105,9 +106,9 @@ class BundleModel(mlflow.pyfunc.PythonModel):
             raise ValueError(f"input needs an 'image' column of image bytes, got {columns}")
         explain = bool((params or {}).get("explain", False))
         crops_flag = frame["crop"] if "crop" in frame.columns else [False] * len(frame)
-        limits = Limits()
+        limits = UploadLimits.from_env()
         records: list[dict[str, Any]] = []
-        located: list[tuple[int, list, list]] = []
+        located, batches = [], []
         for data, is_crop in zip(frame["image"], crops_flag, strict=True):
             # error / detail on every row (None for a usable image): one table shape (Spark).
             record: dict[str, Any] = {
@@ -120,27 +121,25 @@ class BundleModel(mlflow.pyfunc.PythonModel):
             records.append(record)
             if isinstance(data, str):  # base64 text, when no signature decoded it
                 data = base64.b64decode(data)
-            try:
-                rgb = decode_upload(bytes(data), limits)
-            except RequestError as exc:
-                record.update(error=exc.error, detail=exc.detail)
-                continue
-            if min(rgb.shape[:2]) < MIN_DETECT_SIDE:
-                record["reason"] = "image_too_small"
-                continue
             is_crop = bool(is_crop) if is_crop is not None and not pd.isna(is_crop) else False
-            faces, crops = self.predictor.locate(rgb, is_crop)
-            if not faces:
-                record["reason"] = "no_face"
-            located.append((len(records) - 1, faces, crops))
-        logits, features = self.predictor.classify([c for _, _, crops in located for c in crops])
-        start = 0
-        for index, faces, crops in located:
-            stop = start + len(crops)
-            records[index]["faces"] = self.predictor.describe(
-                faces, logits[start:stop], features[start:stop], explain
-            )
-            start = stop
+            try:  # the inference core's request path, as the service's lanes run it
+                found = self.predictor.locate_upload(bytes(data), is_crop, limits)
+            except UploadRefused as exc:
+                record.update(error=exc.reason, detail=exc.detail)
+                continue
+            record["reason"] = found.reason
+            if found.crops:
+                located.append((record, found))
+                batches.append(self.predictor.network_input(found.crops, explain))
+        if batches:  # the faces of all rows share one forward pass
+            logits, features = self.predictor.run(np.concatenate(batches))
+            start = 0
+            for (record, found), batch in zip(located, batches, strict=True):
+                stop = start + len(batch)
+                record["faces"] = self.predictor.records(
+                    found, logits[start:stop], features[start:stop], explain
+                )
+                start = stop
         return records
 
 
