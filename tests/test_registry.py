@@ -123,7 +123,7 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
     from ferops import models_cli as cli
     from ferops.data import CLASSES
     from ferops.registry import register_bundle
-    from ferops.rulediff import FIDELITY_PREFIX, class_rules, diff_rules
+    from ferops.rulediff import FIDELITY_PREFIX, diff_rules, voting_rules
 
     name, tags, rules, fidelity = registry, {"split_definition": "s"}, [], []
     for seed, base in ((12, 0.90), (13, 0.95)):
@@ -144,7 +144,7 @@ def test_models_cli_diffs_the_rules_of_two_versions(registry: str, tmp_path: Pat
         f"rules of {name} v1 → v2: {sum(c.changed for c in changes)} of 7 classes changed"
     )
     assert "mean held-out fidelity 0.8700 → 0.9200" in out
-    before, after = class_rules(rules[0]), class_rules(rules[1])
+    before, after = voting_rules(rules[0]), voting_rules(rules[1])
     # each class's own lines: from "<Class>: " to the next class's header
     parts = re.split(rf"\n({'|'.join(CLASSES)}): ", out)
     blocks = dict(zip(parts[1::2], parts[2::2], strict=True))
