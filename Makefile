@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 ACTIVATE := source .venv/bin/activate
 
-.PHONY: setup repro retrain store test test-container lint bento container
+.PHONY: setup repro retrain store test check test-container lint format bento container
 setup:
 	bash scripts/setup.sh
 
@@ -23,8 +23,15 @@ store:
 test: setup
 	$(ACTIVATE) && pytest -q -m "not container"
 
+# While editing: lint, format check and the unit layer (no DVC data, no servers, < 1 minute).
+check:
+	$(ACTIVATE) && $(MAKE) lint && pytest -q -m "not slow"
+
 lint:
-	$(ACTIVATE) && ruff check src pipelines tests benchmarks service.py
+	$(ACTIVATE) && ruff check . && ruff format --check .
+
+format:
+	$(ACTIVATE) && ruff format . && ruff check --fix .
 
 # The registry's champion → BentoML model store → the ferops wheel + a bento (after `make repro`).
 bento: setup
@@ -38,4 +45,4 @@ container: setup
 # benchmarks/results/container.json.
 test-container: setup
 	$(ACTIVATE) && FEROPS_CONTAINER_REPORT=benchmarks/results/container.json \
-	  pytest -q -m container tests/test_container.py
+	  pytest -q -m container tests/service/test_container.py

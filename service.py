@@ -71,8 +71,8 @@ DOOR = Door()
 
 #: BentoML 1.4.40's client to a dependency replaces its connection pool every ``max_requests``
 #: calls (default 100) or ``max_age`` seconds, closing requests still in flight on the old pool
-#: ("Server disconnected" → 500s under concurrency, caught by tests/test_service.py): recycle
-#: never. The classifier is local (a Unix socket), so nothing stale can pile up.
+#: ("Server disconnected" → 500s under concurrency, caught by tests/service/test_service.py):
+#: recycle never. The classifier is local (a Unix socket), so nothing stale can pile up.
 NEVER_RECYCLE = {"max_requests": 2**62, "max_age": 1e12}
 
 

@@ -2,7 +2,7 @@
 `ferops analyse` on the same SFEW frames, side by side in one run; the rows must be equal.
 
     python benchmarks/batch_scoring.py --bundle models/bundle --weights models/model.pt
-    # default --sizes 60 0: the README's 60 frames, then all 675 (fixed cost vs steady rate)
+    # default --sizes 60 0: the 60 frames of benchmarks/README.md, then all 675
 
 The bundle is registered as champion in a throw-away sqlite registry (the Spark job applies
 ``models:/ferops-resnet18@champion`` through ``mlflow.pyfunc.spark_udf``); both commands run as
@@ -31,7 +31,7 @@ from ferops.data import scan_frames
 
 log = logging.getLogger("benchmark")
 ROOT = Path(__file__).resolve().parents[1]
-#: The README's `ferops analyse` measurement: every 11th SFEW frame, the first 60.
+#: The `ferops analyse` measurement of benchmarks/README.md: every 11th SFEW frame, the first 60.
 EVERY, FRAMES = 11, 60
 
 

@@ -1,5 +1,6 @@
-"""The README's picture of the web page: a face drawn by code (no data-set image may be committed),
-uploaded to a running service's ``/ui/`` in headless Chromium (the browser test's driver).
+"""The picture of the web page in docs/serving.md: a face drawn by code (no data-set image
+may be committed), uploaded to a running service's ``/ui/`` in headless Chromium (the browser
+test's driver).
 
     ferops-models import-bento && bentoml serve &        # the champion, http://127.0.0.1:3000
     PYTHONPATH=. python scripts/readme_screenshot.py --url http://127.0.0.1:3000 --out docs/ui.png
@@ -16,7 +17,7 @@ import cv2
 import numpy as np
 
 from ferops.api import UI_ROUTE
-from tests.browser import Chromium
+from tests.service.browser import Chromium
 
 log = logging.getLogger("readme_screenshot")
 

@@ -1,26 +1,15 @@
-"""Shared fixtures: real SFEW / FER2013 files pulled by DVC, and synthetic bad files."""
+"""Fixtures of every layer: real SFEW / FER2013 files pulled by DVC, synthetic bad files, a real
+PostgreSQL and ``mlflow server``. Tests outside ``tests/unit`` are marked ``slow``: they need
+the DVC data, servers or seconds of CPU; ``pytest -m "not slow"`` runs the unit layer only."""
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from ferops.processes import free_port, stop_process_group, wait_http
-
-ROOT = Path(__file__).resolve().parents[1]
-RAW_SFEW = ROOT / "data" / "raw" / "sfew"
-RAW_FER = ROOT / "data" / "raw" / "fer2013"
-RAW_ZOO = ROOT / "data" / "raw" / "zoo"
-
-#: Frames where the face is large, frontal and well lit (dlib HOG finds it at upsample 0).
-CLEAR_FRAMES = (
-    "Happy/ACaseofYou_000608400_00000006.webp",
-    "Surprise/ACaseofYou_000353800_00000027.webp",
-)
+from tests.paths import CLEAR_FRAMES, RAW_FER, RAW_SFEW, RAW_ZOO
 
 
 def _require(path: Path) -> Path:
@@ -49,12 +38,6 @@ def yunet() -> Path:
 @pytest.fixture(scope="session")
 def clear_frame(sfew_root: Path) -> Path:
     return _require(sfew_root / CLEAR_FRAMES[0])
-
-
-def png_bytes(array: np.ndarray, mode: str | None = None) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(array, mode=mode).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 @pytest.fixture()
@@ -143,3 +126,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str):
     finally:
         stop_process_group(proc)
         log.close()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test outside ``tests/unit`` ``slow`` (``make check`` runs the others)."""
+    unit = Path(__file__).resolve().parent / "unit"
+    for item in items:
+        if unit not in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.slow)

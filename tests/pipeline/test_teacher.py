@@ -12,7 +12,7 @@ from ferops.data import CLASSES
 from ferops.faces import FaceConfig, FaceDetector, similarity, template_points
 from ferops.images import read_image, to_gray
 from ferops.teacher import TEACHER_FILE, TEACHER_SIZE, TEACHER_TEMPLATE, Teacher, teacher_input
-from tests.conftest import CLEAR_FRAMES, RAW_ZOO
+from tests.paths import CLEAR_FRAMES, RAW_ZOO
 
 
 @pytest.fixture(scope="module")

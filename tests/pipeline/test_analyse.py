@@ -20,7 +20,7 @@ from ferops.analyse import analyse_paths, follow_principal, sample_frames, smoot
 from ferops.images import read_image
 from ferops.inference import Predictor
 from tests.bundles import make_bundle
-from tests.conftest import CLEAR_FRAMES, ROOT
+from tests.paths import CLEAR_FRAMES, ROOT
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pytest
 
 from ferops.faces import TEMPLATE, FaceConfig, FaceDetector, similarity, template_points
 from ferops.images import read_image, to_gray
-from tests.conftest import CLEAR_FRAMES
+from tests.paths import CLEAR_FRAMES
 
 YUNET_FACES = {"cascade": [{"detector": "yunet"}], "size": 64}
 

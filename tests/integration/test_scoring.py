@@ -14,7 +14,7 @@ from ferops.images import read_image
 from ferops.inference import Predictor
 from ferops.processes import stop_process_group
 from tests.bundles import register_tiny
-from tests.conftest import ROOT
+from tests.paths import ROOT
 
 #: Every 12th SFEW frame: 57 frames of all 7 classes.
 EVERY = 12

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ferops.data import CLASSES, scan_frames
-from tests.conftest import RAW_ZOO, ROOT
+from tests.paths import RAW_ZOO, ROOT
 
 #: Overrides that make every stage fast; the rest of params.yaml is used as shipped.
 TINY = {
@@ -45,7 +45,7 @@ def _run(cmd: list[str], cwd: Path, env: dict) -> str:
 def project(tmp_path_factory: pytest.TempPathFactory, sfew_root: Path, fer_root: Path) -> Path:
     """A throw-away git+DVC project with the real code and pipeline and ~5 frames per class."""
     proj = tmp_path_factory.mktemp("proj")
-    for name in ("dvc.yaml", "pipelines", "src"):
+    for name in ("dvc.yaml", "pipelines", "src", "docs"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, proj / name, ignore=shutil.ignore_patterns("__pycache__"))

@@ -1,6 +1,6 @@
-"""The web page in a real browser: headless Chromium (tests/browser.py) against a real
-`bentoml serve` (the service fixtures of tests/test_service.py), a real SFEW frame and a corrupt
-upload. Screenshots go to ``$FEROPS_ARTIFACTS`` (else a pytest temporary folder)."""
+"""The web page in a real browser: headless Chromium (tests/service/browser.py) against a real
+`bentoml serve` (the service fixtures of tests/service/conftest.py), a real SFEW frame and a
+corrupt upload. Screenshots go to ``$FEROPS_ARTIFACTS`` (else a pytest temporary folder)."""
 
 from __future__ import annotations
 
@@ -16,12 +16,12 @@ from ferops.api import UI_ROUTE
 from ferops.images import read_image
 from ferops.inference import Predictor
 from ferops.occlusion import GRID, occlusion_maps
-from tests.browser import BrowserError, Chromium
-from tests.conftest import CLEAR_FRAMES, png_bytes
+from tests.paths import CLEAR_FRAMES, png_bytes
+from tests.service.browser import BrowserError, Chromium
 
 # The module-scoped service of the service tests: a small real bundle registered in a real MLflow
 # server, imported with `ferops-models import-bento`, served by `bentoml serve`.
-from tests.test_service import _post, bento_home, bundle, model_tag, service  # noqa: F401
+from tests.service.client import _post
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def page(service: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811 - the fixture
+def page(service: str, tmp_path_factory: pytest.TempPathFactory):
     """The web page, loaded from ``/ui`` (redirected to ``/ui/``) in headless Chromium."""
     try:
         browser = Chromium(tmp_path_factory.mktemp("chromium"))
@@ -181,7 +181,7 @@ def test_page_shows_errors_and_no_face_as_messages(
 def test_page_draws_where_the_network_looked(
     page: Chromium,
     sfew_root: Path,
-    bundle,  # noqa: F811
+    bundle,
     artifacts: Path,
 ) -> None:
     """/explain's occlusion map of every face is the inference core's (ferops.occlusion through

@@ -10,7 +10,7 @@ import pytest
 from ferops.inference import Predictor
 from ferops.served_metrics import NO_FACE, score_images, served_metrics
 from tests.bundles import make_bundle
-from tests.conftest import CLEAR_FRAMES, png_bytes
+from tests.paths import CLEAR_FRAMES, png_bytes
 
 
 def test_no_face_counts_as_wrong() -> None:

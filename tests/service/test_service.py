@@ -5,10 +5,8 @@ built bento."""
 
 from __future__ import annotations
 
-import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import zlib
@@ -24,103 +22,16 @@ from ferops.images import decode_image, read_image, to_gray
 from ferops.inference import Predictor
 from ferops.processes import free_port, stop_process_group, wait_http
 from tests.bundles import make_bundle
-from tests.conftest import CLEAR_FRAMES, ROOT, png_bytes
-
-BIN = Path(sys.executable).parent
-MODEL_NAME = "ferops-service-test"
-
-
-def _env(bento_home: Path, **extra: str) -> dict[str, str]:
-    return dict(os.environ, BENTOML_HOME=str(bento_home), BENTOML_DO_NOT_TRACK="true", **extra)
-
-
-def _serve(target: str, bento_home: Path, log: Path, cwd: Path = ROOT, **env: str):
-    port = free_port()
-    handle = open(log, "w")  # noqa: SIM115 - closed by the caller's fixture
-    proc = subprocess.Popen(
-        [str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-        cwd=cwd,
-        env=_env(bento_home, **env),
-        stdout=handle,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_http(f"{url}/readyz", timeout=180, proc=proc)
-    except (RuntimeError, TimeoutError):
-        stop_process_group(proc)
-        handle.close()
-        pytest.fail(f"bentoml serve {target} did not start:\n{log.read_text()[-3000:]}")
-    return proc, handle, url
-
-
-@pytest.fixture(scope="module")
-def bento_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("bentoml")
-
-
-def _own_home(bento_home: Path, folder: Path) -> Path:
-    """A BentoML home holding the same models, for a second server running beside the first:
-    `bentoml serve` (1.4.40, ``bentoml.serving.ensure_prometheus_dir``) empties
-    ``$BENTOML_HOME/prometheus_multiproc_dir`` when it starts, which would reset the metrics
-    of a server already running from that home."""
-    shutil.copytree(bento_home / "models", folder / "models", symlinks=True)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return make_bundle(tmp_path_factory.mktemp("service") / "b", seed=11)
-
-
-@pytest.fixture(scope="module")
-def model_tag(mlflow_server: str, bundle: tuple[Path, Path], bento_home: Path) -> str:
-    """Register the bundle as champion in a real MLflow server, then import it with the CLI."""
-    import mlflow
-
-    from ferops.registry import register_bundle
-
-    mlflow.set_tracking_uri(mlflow_server)
-    mlflow.set_experiment("service-tests")
-    with mlflow.start_run() as run:
-        run_id = run.info.run_id
-    decision = register_bundle(*bundle, run_id, {"split_definition": "t"}, 0.5, name=MODEL_NAME)
-    # another test module of the session may have registered this same (deterministic) bundle
-    assert "champion" in ([decision["alias"]] if "alias" in decision else decision["aliases"])
-    cmd = [sys.executable, "-m", "ferops.models_cli", "--name", MODEL_NAME, "import-bento"]
-    env = _env(bento_home, MLFLOW_TRACKING_URI=mlflow_server)
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
-    tag = out.stdout.strip().splitlines()[-1]
-    assert tag.startswith("ferops-resnet18:")
-    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, check=True)
-    assert again.stdout.strip().splitlines()[-1] == tag, (
-        "the same bundle imported twice is one model"
-    )
-    return tag
-
-
-@pytest.fixture(scope="module")
-def service(model_tag: str, bento_home: Path):
-    proc, handle, url = _serve("service:FerService", bento_home, bento_home / "serve.log")
-    try:
-        yield url
-    finally:
-        stop_process_group(proc)
-        handle.close()
-
-
-def _post(url: str, route: str, data: bytes, name: str = "image.png", **form: str):
-    return requests.post(f"{url}/{route}", files={"image": (name, data)}, data=form, timeout=120)
-
-
-def _encode(rgb: np.ndarray, fmt: str = "PNG", mode: str | None = None, **save) -> bytes:
-    img = Image.fromarray(rgb)
-    if mode:
-        img = img.convert(mode)
-    buffer = io.BytesIO()
-    img.save(buffer, format=fmt, **save)
-    return buffer.getvalue()
+from tests.paths import CLEAR_FRAMES, ROOT, png_bytes
+from tests.service.client import (
+    BIN,
+    MODEL_NAME,
+    _encode,
+    _env,
+    _own_home,
+    _post,
+    _serve,
+)
 
 
 def test_info_reports_model_and_real_providers(service: str, model_tag: str) -> None:

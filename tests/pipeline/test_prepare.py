@@ -21,7 +21,7 @@ from ferops.faces import (
     square_crop,
 )
 from ferops.images import read_image
-from tests.conftest import CLEAR_FRAMES, RAW_ZOO
+from tests.paths import CLEAR_FRAMES, RAW_ZOO
 
 #: The paper's dlib HOG detector (still available in params.yaml); landmarks come from YuNet
 #: inside each HOG box, so the chips follow the same framing contract.

@@ -13,7 +13,7 @@ import pytest
 from ferops.images import read_image
 from ferops.inference import Predictor
 from tests.bundles import make_bundle
-from tests.conftest import ROOT
+from tests.paths import ROOT
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ferops.model_card import figures, load_metrics, render, wilson
-from tests.conftest import ROOT
+from tests.paths import ROOT
 
 STAGES = ("prepare", "split", "evaluate", "crossval", "explain", "served")
 

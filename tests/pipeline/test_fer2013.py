@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from ferops.data import CLASSES, read_csv
-from tests.conftest import RAW_ZOO
+from tests.paths import RAW_ZOO
 
 
 def test_fer2013_stage_on_a_real_subset(tmp_path: Path, fer_root: Path) -> None:

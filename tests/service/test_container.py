@@ -24,7 +24,7 @@ import requests
 
 from ferops.processes import free_port, wait_http
 from tests.bundles import make_bundle
-from tests.conftest import ROOT
+from tests.paths import ROOT
 
 pytestmark = pytest.mark.container
 IMAGE = "localhost/ferops-test:cpu"

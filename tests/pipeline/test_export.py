@@ -43,9 +43,10 @@ from ferops.model import FerResNet
 from ferops.rules import RuleConfig, fit_tree, patterns
 from ferops.training import FaceSet, predict, seed_everything
 from tests.bundles import YUNET
+from tests.paths import ROOT
 
 SIZE = 32
-PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
+PARAMS = ROOT / "params.yaml"
 META = {
     "classes": list(CLASSES),
     "input_size": SIZE,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.paths import ROOT
 
 
 def imported_modules(path: Path, seen: set[str]) -> set[str]:
