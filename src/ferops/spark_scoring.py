@@ -16,6 +16,8 @@ server's artifact store.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +85,12 @@ def spark_session(
     )
     if executor_memory:
         builder = builder.config("spark.executor.memory", executor_memory)
+    if master.startswith("local"):
+        # Local workers run this interpreter, not whatever ``python3`` is first on PATH (Spark
+        # 4.3's default): without an activated venv that one lacks pandas and the model's
+        # requirements. PySpark reads the variable when the session starts; a cluster's
+        # executors keep their own.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     return builder.getOrCreate()
 
 
