@@ -228,6 +228,13 @@ class WorkLane:
             self.waiting -= 1
 
 
+#: Seconds the door holds its 503 before sending it (at most the ``Retry-After`` it carries).
+#: A client that honours ``Retry-After`` loses nothing (it would not come back sooner); one
+#: that ignores it can no longer turn each refusal straight into another upload, so the
+#: refusals stop taking the CPU the admitted requests need. The held requests are idle
+#: coroutines without their bodies, bounded by BentoML's ``max_concurrency``.
+DOOR_HOLD_S = 1.0
+
 #: Values of a multipart text field that BentoML (pydantic) reads as ``True``.
 TRUE_VALUES = frozenset({b"1", b"true", b"yes", b"on", b"t", b"y"})
 
@@ -257,8 +264,9 @@ class Door:
     BentoML request handling).
 
     A flood of clients that ignore ``Retry-After`` then costs each refused request little more
-    than receiving its bytes, so the lanes keep their CPU for the requests they answer
-    (``benchmarks/service_load.py``, the ``ignore_retry_after`` cell). The service opens the
+    than receiving its bytes, and the refusal is held :data:`DOOR_HOLD_S` before it is sent, so
+    the lanes keep their CPU for the requests they answer (``benchmarks/service_load.py``, the
+    ``overload_frames_ignore_retry_after`` cell). The service opens the
     door with its lanes when its worker starts; until then every request is admitted. Used from
     one event loop (a BentoML worker), which is the only writer of the counts.
     """
@@ -365,6 +373,8 @@ class RequestGuard:
         crop = "crop" in fields[1] and crop_flag(b"".join(m.get("body", b"") for m in buffered))
         refused = self.door.enter(crop)
         if refused is not None:
+            buffered.clear()  # nothing of the body is kept while the answer is held
+            await asyncio.sleep(min(refused.retry_after or 0, DOOR_HOLD_S))
             await self._refuse(send, path, refused)
             return
         try:
