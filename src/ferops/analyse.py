@@ -529,20 +529,16 @@ def champion_bundle(folder: Path, alias: str = "champion", name: str | None = No
     """Download the registry's ``alias`` version (default: the champion, as ``ferops-models
     import-bento`` does) into ``folder``; returns the bundle folder inside it."""
     import mlflow
-    from mlflow.tracking import MlflowClient
 
     from ferops import MODEL_NAME
-    from ferops.packaging import find_bundle
+    from ferops.packaging import download_bundle, registered_version
     from ferops.tracking import tracking_uri
 
     name = name or MODEL_NAME
     mlflow.set_tracking_uri(tracking_uri())
-    found = MlflowClient().get_model_version_by_alias(name, alias)
+    found = registered_version(alias, None, name)
     log.info("using %s v%s (@%s) from %s", name, found.version, alias, tracking_uri())
-    local = mlflow.artifacts.download_artifacts(
-        f"models:/{name}/{found.version}", dst_path=str(folder)
-    )
-    return find_bundle(Path(local))
+    return download_bundle(found, folder)
 
 
 def add_score_command(sub) -> None:

@@ -91,23 +91,39 @@ def store_bundle(bundle: Path, metadata: dict[str, Any], name: str = MODEL_NAME)
     return make_latest(str(model.tag))
 
 
-def import_from_registry(
+def registered_version(
     alias: str | None = "champion", version: int | None = None, name: str = MODEL_NAME
-) -> str:
-    """Download ``models:/name@alias`` (or ``/version``) from MLflow into the BentoML store."""
-    import mlflow
+):
+    """The registered version an alias (default: the champion) or a number names, in the
+    tracking store ``MLFLOW_TRACKING_URI`` points at — where every command that serves or
+    scores a version resolves it."""
     from mlflow.tracking import MlflowClient
 
     if (alias is None) == (version is None):
         raise ValueError("give exactly one of alias or version")
     client = MlflowClient()
     if alias is not None:
-        found = client.get_model_version_by_alias(name, alias)
-    else:
-        found = client.get_model_version(name, str(version))
-    uri = f"models:/{name}/{found.version}"
+        return client.get_model_version_by_alias(name, alias)
+    return client.get_model_version(name, str(version))
+
+
+def download_bundle(found, folder: Path) -> Path:
+    """A registered version's serving bundle, downloaded into ``folder``."""
+    import mlflow
+
+    uri = f"models:/{found.name}/{found.version}"
+    return find_bundle(Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(folder))))
+
+
+def import_from_registry(
+    alias: str | None = "champion", version: int | None = None, name: str = MODEL_NAME
+) -> str:
+    """Download ``models:/name@alias`` (or ``/version``) from MLflow into the BentoML store."""
+    import mlflow
+
+    found = registered_version(alias, version, name)
     with tempfile.TemporaryDirectory(prefix="ferops-import-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=tmp))
+        bundle = download_bundle(found, Path(tmp))
         metadata = {
             "mlflow_name": name,
             "mlflow_version": int(found.version),
@@ -117,4 +133,4 @@ def import_from_registry(
             "test_accuracy": found.tags.get("test_accuracy"),
             "git_commit": found.tags.get("git_commit"),
         }
-        return store_bundle(find_bundle(local), metadata)
+        return store_bundle(bundle, metadata)

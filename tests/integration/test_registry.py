@@ -338,3 +338,26 @@ def test_ferops_experiment_is_marked_model_training(
         start_run(tmp_path / "run.json", f"kind-{attempt}", {"stage": "test"})
         experiment = MlflowClient(tracking_uri=mlflow_server).get_experiment_by_name(EXPERIMENT)
         assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+
+def test_the_champion_is_resolved_and_downloaded_in_one_place(
+    mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`ferops analyse` without --bundle and `import-bento` resolve the champion with
+    ferops.packaging.registered_version: the bundle they download is the registered one."""
+    from ferops.analyse import champion_bundle
+    from ferops.digests import file_digest
+    from ferops.packaging import registered_version
+    from tests.bundles import register_tiny
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    name = "ferops-test-resolve"
+    bundle, _, decision = register_tiny(mlflow_server, tmp_path / "m", 41, name, "resolve-tests")
+    found = registered_version("champion", None, name)
+    assert int(found.version) == decision["version"]
+    assert registered_version(None, decision["version"], name).run_id == found.run_id
+    with pytest.raises(ValueError, match="exactly one"):
+        registered_version("champion", 1, name)
+    downloaded = champion_bundle(tmp_path / "dl", name=name)
+    manifest = "manifest.json"
+    assert file_digest(downloaded / manifest) == file_digest(bundle / manifest)
