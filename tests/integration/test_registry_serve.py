@@ -69,21 +69,22 @@ def test_registered_champion_serves_itself_in_an_env_from_its_requirements(
     from ferops.registry import (
         BUNDLE_ARTIFACT,
         CHAMPION,
-        MODEL_NAME,
         BundleModel,
         serving_requirements,
     )
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    # its own name in the session's shared server: the pipeline test registers ferops-resnet18
+    name = "ferops-registry-serve-test"
     bin_dir = Path(sys.executable).parent
     assert shutil.which("uv", path=str(bin_dir)), "uv is missing: pip install -e '.[dev]'"
     bundle, _, decision = register_tiny(
-        mlflow_server, tmp_path / "model", 51, MODEL_NAME, "registry-serve-tests"
+        mlflow_server, tmp_path / "model", 51, name, "registry-serve-tests"
     )
     client = MlflowClient(tracking_uri=mlflow_server)
-    client.set_registered_model_alias(MODEL_NAME, CHAMPION, decision["version"])
-    uri = f"models:/{MODEL_NAME}@{CHAMPION}"
-    champion = client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    client.set_registered_model_alias(name, CHAMPION, decision["version"])
+    uri = f"models:/{name}@{CHAMPION}"
+    champion = client.get_model_version_by_alias(name, CHAMPION)
     assert champion.version == str(decision["version"])
 
     # The model's requirements: MLflow's own pin, then requirements-serving.txt, nothing else.
