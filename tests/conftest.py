@@ -4,6 +4,7 @@ the DVC data, servers or seconds of CPU; ``pytest -m "not slow"`` runs the unit 
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import pytest
@@ -126,6 +127,17 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory, postgres: str):
     finally:
         stop_process_group(proc)
         log.close()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """SIGTERM (a CI job's timeout, ``kill``) ends the session as Ctrl-C does: pytest raises
+    KeyboardInterrupt, so fixtures tear down and the servers they started stop. pytest 9 only
+    handles SIGINT, which a background job ignores."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
