@@ -12,9 +12,17 @@ import numpy as np
 
 from ferops.config import load_section, setup_logging, write_json
 from ferops.crossval import CrossvalConfig, load_fold_inputs, run_fold
+from ferops.recipe import fer2013_measured
 from ferops.tracking import log_to_run
+from ferops.training import FaceSet, TrainConfig, predict
 
 log = logging.getLogger("crossval")
+
+
+def ferplus_accuracy(model, faces: FaceSet, config: TrainConfig) -> float:
+    """Accuracy of ``model`` on ``faces`` (centre crops), 4 decimals."""
+    logits, _ = predict(model, faces, config.input_size, device=config.device)
+    return round(float((logits.argmax(1) == faces.labels).mean()), 4)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,21 +39,31 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="the teach stage's logit files (FER2013's and SFEW's)",
     )
+    parser.add_argument("--votes", type=Path, required=True, help="the ferplus stage's votes")
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
 
     data = load_fold_inputs(
-        args.params, args.split, args.crops, args.pretrained, args.fer2013, args.teacher
+        args.params,
+        args.split,
+        args.crops,
+        args.pretrained,
+        args.fer2013,
+        args.votes,
+        args.teacher,
     )
+    # Forgetting, fold by fold: each fold network on the FER+ public-test majority.
+    ferplus = fer2013_measured(args.fer2013, args.votes, "publictest", "ferplus")
+    ferplus_set = FaceSet(ferplus.images, ferplus.labels, data.config.resize)
     config, folds = data.config, data.folds
     max_folds = CrossvalConfig.from_section(load_section(args.params, "crossval")).max_folds
     fold_ids = sorted(set(folds.tolist()))[: max_folds or None]
     results = []
     for fold in fold_ids:
         held = folds == fold
-        metrics, _ = run_fold(
+        metrics, model = run_fold(
             data.images,
             data.labels,
             ~held,
@@ -65,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 "n": metrics["n"],
                 "macro_f1": metrics["macro_f1"],
                 "recall": metrics["recall"],
+                "ferplus_publictest_accuracy": ferplus_accuracy(model, ferplus_set, config),
             }
         )
         log.info("fold %d: accuracy %.4f on %d faces", fold, metrics["accuracy"], metrics["n"])
@@ -75,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
         "init": data.init,
         "accuracy_mean": round(float(accuracies.mean()), 4),
         "accuracy_std": round(float(accuracies.std(ddof=1)) if len(results) > 1 else 0.0, 4),
+        "ferplus_publictest_accuracy_mean": round(
+            float(np.mean([r["ferplus_publictest_accuracy"] for r in results])), 4
+        ),
     }
     write_json(args.metrics, summary)
     log_to_run(
@@ -82,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         {
             "crossval_accuracy_mean": summary["accuracy_mean"],
             "crossval_accuracy_std": summary["accuracy_std"],
+            "crossval_ferplus_publictest_accuracy_mean": summary[
+                "ferplus_publictest_accuracy_mean"
+            ],
         },
     )
     log.info(

@@ -1,4 +1,8 @@
-"""Stage ``pretrain``: ResNet-18 on FER2013 train (validated on public test), for transfer."""
+"""Stage ``pretrain``: ResNet-18 on FER2013 train (validated on public test), for transfer.
+
+With ``fer2013_targets: ferplus`` it learns FER+'s vote distributions and keeps the epoch with
+the best public-test accuracy on the FER+ majority; the FER2013 folder-label accuracy of that
+epoch is reported beside it."""
 
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, write_csv
 from ferops.model import FerResNet, save_checkpoint
 from ferops.plots import plot_history
-from ferops.recipe import TeacherLabels
+from ferops.recipe import TeacherLabels, fer2013_learning, fer2013_measured
 from ferops.tracking import (
     log_epoch,
     log_params_file,
@@ -21,7 +25,7 @@ from ferops.tracking import (
     run_tags,
     start_run,
 )
-from ferops.training import MEAN, STD, FaceSet, PretrainConfig, fit, seed_everything
+from ferops.training import MEAN, STD, FaceSet, PretrainConfig, fit, predict, seed_everything
 
 log = logging.getLogger("pretrain")
 
@@ -43,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--teacher", type=Path, required=True, help="FER2013's teacher logits")
+    parser.add_argument("--votes", type=Path, required=True, help="the ferplus stage's votes")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--metrics", type=Path, required=True)
     parser.add_argument("--plots", type=Path, required=True)
@@ -52,21 +57,30 @@ def main(argv: list[str] | None = None) -> int:
 
     pretrain = PretrainConfig.from_section(load_section(args.params, "pretrain"))
     config, max_train, max_val = pretrain.train, pretrain.max_train, pretrain.max_val
-    arrays = np.load(args.data)
-    keep = subsample(arrays["y_train"], max_train, config.seed)
-    keep_val = subsample(arrays["y_publictest"], max_val, config.seed)
+    targets = config.fer2013_targets
+    learning = fer2013_learning(args.data, args.votes, "train", targets)
+    measured = fer2013_measured(args.data, args.votes, "publictest", targets)
+    keep = subsample(learning.labels, max_train, config.seed)
+    keep_val = subsample(measured.labels, max_val, config.seed)
     soft = (
-        TeacherLabels(args.teacher).fer2013("train")[keep] if config.distill_weight > 0 else None
+        TeacherLabels(args.teacher).fer2013("train")[learning.rows[keep]]
+        if config.distill_weight > 0
+        else None
     )
-    train = FaceSet(arrays["x_train"][keep], arrays["y_train"][keep], config.resize, soft)
-    val = FaceSet(
-        arrays["x_publictest"][keep_val], arrays["y_publictest"][keep_val], config.resize
+    train = FaceSet(
+        learning.images[keep],
+        learning.labels[keep],
+        config.resize,
+        soft,
+        None if learning.targets is None else learning.targets[keep],
     )
+    val = FaceSet(measured.images[keep_val], measured.labels[keep_val], config.resize)
     log.info(
-        "FER2013: %d train, %d public-test faces at %d px, distillation weight %.2f",
+        "FER2013: %d train, %d public-test faces at %d px, targets %s, distillation weight %.2f",
         len(train),
         len(val),
         config.input_size,
+        targets,
         config.distill_weight,
     )
     start_run(args.run, "pretrain", run_tags("pretrain"))
@@ -75,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         seed_everything(config.seed)
         model, history = fit(FerResNet(), train, val, config, on_epoch=log_epoch, desc="pretrain")
     best = max(history, key=lambda h: (h["val_acc"], -h["val_loss"]))
+    folder = fer2013_measured(args.data, args.votes, "publictest", "folder")
+    logits, _ = predict(
+        model, FaceSet(folder.images, folder.labels, config.resize), config.input_size
+    )
+    fer2013_label_acc = float((logits.argmax(1) == folder.labels).mean())
     save_checkpoint(
         args.out,
         model,
@@ -94,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
         args.metrics,
         {
             "val_acc": round(best["val_acc"], 4),
+            "val_labels": targets,
+            "fer2013_label_acc": round(fer2013_label_acc, 4),
             "best_epoch": int(best["epoch"]),
             "train_images": len(train),
             "val_images": len(val),
@@ -102,9 +123,17 @@ def main(argv: list[str] | None = None) -> int:
             "seconds": round(float(np.sum([h["seconds"] for h in history])), 1),
         },
     )
-    log_to_run(args.run, {"best_val_acc": best["val_acc"]}, folders={"plots": args.plots})
+    log_to_run(
+        args.run,
+        {"best_val_acc": best["val_acc"], "fer2013_label_acc": fer2013_label_acc},
+        folders={"plots": args.plots},
+    )
     log.info(
-        "pretrain: best public-test accuracy %.4f at epoch %d", best["val_acc"], best["epoch"]
+        "pretrain: best public-test accuracy %.4f (%s labels) at epoch %d; FER2013 labels %.4f",
+        best["val_acc"],
+        targets,
+        best["epoch"],
+        fer2013_label_acc,
     )
     return 0
 

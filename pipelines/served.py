@@ -2,7 +2,9 @@
 
 * every test-split SFEW frame through detection (decode → cascade → principal face → label);
 * the same faces cut tight to the detector's box and sent as ``crop=true`` crops;
-* FER2013 public test (48 px JPEGs as a user would upload them) as ``crop=true`` crops.
+* FER2013 public test (48 px JPEGs as a user would upload them) as ``crop=true`` crops, scored
+  against FER2013's folder labels and, on the faces with one, the FER+ majority
+  (:func:`ferops.ferplus.majority_labels`; FER+'s votes joined by file path).
 
 A face not found counts as wrong. Writes ``metrics/served.json``.
 """
@@ -19,6 +21,7 @@ import numpy as np
 from ferops.config import setup_logging, write_json
 from ferops.data import CLASSES, read_csv
 from ferops.fer2013 import load_paths
+from ferops.ferplus import NO_LABEL, join_votes, majority_labels, read_votes
 from ferops.inference import Predictor
 from ferops.served_metrics import score_images, served_metrics
 
@@ -42,6 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--raw", type=Path, required=True)
     parser.add_argument("--fer2013", type=Path, required=True)
+    parser.add_argument("--votes", type=Path, required=True, help="FER+'s votes.csv")
     parser.add_argument("--metrics", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
@@ -68,16 +72,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     report["fer2013_publictest_crop"] = served_metrics(labels, predicted)
     report["fer2013_publictest_crop_accuracy"] = report["fer2013_publictest_crop"]["accuracy"]
+    names = [p.relative_to(args.fer2013).as_posix() for p in paths]
+    majority = majority_labels(join_votes(read_votes(args.votes), names))
+    measured = np.flatnonzero(majority != NO_LABEL)
+    report["ferplus_publictest_crop"] = served_metrics(
+        majority[measured], np.asarray(predicted)[measured]
+    )
+    report["ferplus_publictest_crop_accuracy"] = report["ferplus_publictest_crop"]["accuracy"]
     report["classes"] = list(CLASSES)
     write_json(args.metrics, report)
     log.info(
         "served: SFEW test frames %.4f (%d/%d faces found), tight crops %.4f, FER2013 public "
-        "test crops %.4f",
+        "test crops %.4f, FER+ majority %.4f",
         report["accuracy"],
         report["faces_found"],
         report["n"],
         report["sfew_test_tight_crops"]["accuracy"],
         report["fer2013_publictest_crop_accuracy"],
+        report["ferplus_publictest_crop_accuracy"],
     )
     return 0
 

@@ -14,7 +14,7 @@ from ferops.config import load_section, setup_logging, write_json
 from ferops.data import CLASSES, load_augmented, load_faces, write_csv
 from ferops.model import FerResNet, load_checkpoint, save_checkpoint
 from ferops.plots import plot_history
-from ferops.recipe import TeacherLabels, fer2013_extra, train_recipe
+from ferops.recipe import TeacherLabels, fer2013_extra, fer2013_measured, train_recipe
 from ferops.tracking import (
     log_epoch,
     log_params_file,
@@ -23,7 +23,7 @@ from ferops.tracking import (
     run_tags,
     start_run,
 )
-from ferops.training import MEAN, STD, FaceSet, fit, seed_everything
+from ferops.training import MEAN, STD, FaceSet, fit, predict, seed_everything
 
 log = logging.getLogger("train")
 
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
         required=True,
         help="the teach stage's logit files (FER2013's and SFEW's)",
     )
+    parser.add_argument("--votes", type=Path, required=True, help="the ferplus stage's votes")
     parser.add_argument("--pretrain-run", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--run", type=Path, required=True)
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     teacher = TeacherLabels(*args.teacher) if config.distill_weight > 0 else None
     soft = teacher.sfew([r["source_id"] for r in aug_rows]) if teacher is not None else None
     train = FaceSet(images, labels, config.resize, soft)
-    extra = fer2013_extra(config, args.fer2013, teacher)
+    extra = fer2013_extra(config, args.fer2013, args.votes, teacher)
     val_images, val_labels, _ = load_faces(args.split, args.crops, ["val"])
     val = FaceSet(val_images, val_labels, config.resize)
     seed_everything(config.seed)
@@ -108,6 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     save_checkpoint(args.out, model, meta)
     write_csv(args.plots / "history.csv", history)
     plot_history(history, args.plots / "curves.png", f"train ({init}, {config.input_size} px)")
+    # Forgetting shows here first: the fine-tuned network on the FER+ public-test majority.
+    ferplus = fer2013_measured(args.fer2013, args.votes, "publictest", "ferplus")
+    logits, _ = predict(
+        model, FaceSet(ferplus.images, ferplus.labels, config.resize), config.input_size
+    )
+    ferplus_acc = float((logits.argmax(1) == ferplus.labels).mean())
     seconds = [h["seconds"] for h in history]
     metrics = {
         "best_val_acc": round(best["val_acc"], 4),
@@ -115,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs": config.epochs,
         "train_images": len(train),
         "val_images": len(val),
+        "ferplus_publictest_acc": round(ferplus_acc, 4),
         "seconds_per_epoch": round(float(np.mean(seconds)), 1),
         "seconds": round(float(np.sum(seconds)), 1),
     }
@@ -125,10 +133,16 @@ def main(argv: list[str] | None = None) -> int:
             "best_val_acc": best["val_acc"],
             "best_epoch": best["epoch"],
             "seconds_per_epoch": metrics["seconds_per_epoch"],
+            "ferplus_publictest_acc": ferplus_acc,
         },
         folders={"plots/train": args.plots},
     )
-    log.info("train: best val accuracy %.4f at epoch %d", best["val_acc"], best["epoch"])
+    log.info(
+        "train: best val accuracy %.4f at epoch %d; FER+ public-test majority %.4f",
+        best["val_acc"],
+        best["epoch"],
+        ferplus_acc,
+    )
     return 0
 
 

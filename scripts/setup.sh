@@ -51,5 +51,5 @@ fi
 
 .venv/bin/dvc config core.analytics false
 echo "setup: pulling raw data with DVC"
-.venv/bin/dvc pull -q data/raw/sfew.dvc data/raw/fer2013.dvc data/raw/zoo.dvc
+.venv/bin/dvc pull -q data/raw/sfew.dvc data/raw/fer2013.dvc data/raw/zoo.dvc data/raw/ferplus.dvc
 echo "setup: done"

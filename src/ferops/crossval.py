@@ -53,6 +53,7 @@ def load_fold_inputs(
     crops: Path,
     pretrained: Path,
     fer2013: Path,
+    votes: Path,
     teacher: Sequence[Path],
 ) -> FoldInputs:
     """The ``train`` and ``augment`` sections of ``params``, the train + val faces of ``split``
@@ -67,7 +68,7 @@ def load_fold_inputs(
         raise ValueError("a train/val face has no fold: rerun the split stage")
     labels_of_teacher = TeacherLabels(*teacher) if config.distill_weight > 0 else None
     soft = labels_of_teacher.sfew([r["image_id"] for r in rows]) if labels_of_teacher else None
-    extra = fer2013_extra(config, fer2013, labels_of_teacher)
+    extra = fer2013_extra(config, fer2013, votes, labels_of_teacher)
     return FoldInputs(init, config, augment, images, labels, rows, folds, start_state, soft, extra)
 
 

@@ -246,13 +246,11 @@ def quantize_int8(fp32_path: Path, out_path: Path, calibration: np.ndarray) -> d
     }
 
 
-def check_int8_parity(
-    fp32_logits: np.ndarray, int8_logits: np.ndarray, truth: np.ndarray, config: ExportConfig
+def int8_agreement(
+    fp32_logits: np.ndarray, int8_logits: np.ndarray, truth: np.ndarray
 ) -> dict[str, Any]:
-    """Test-split accuracy of both networks and their argmax agreement. When ``config`` serves
-    int8, a drop in accuracy beyond ``int8_max_accuracy_drop`` or an agreement under
-    ``int8_min_agreement`` raises :class:`ExportError` (fails closed: NaN fails too); when it
-    serves fp32 the same failures are only logged."""
+    """Accuracy of both networks on faces labelled ``truth``, their argmax agreement and the
+    largest logit difference."""
     truth = np.asarray(truth)
     if not len(truth) or fp32_logits.shape != int8_logits.shape or len(fp32_logits) != len(truth):
         raise ExportError(
@@ -260,23 +258,35 @@ def check_int8_parity(
             f"{fp32_logits.shape}, {int8_logits.shape}, {truth.shape}"
         )
     fp32_pred, int8_pred = fp32_logits.argmax(1), int8_logits.argmax(1)
-    report = {
-        "test_accuracy_fp32": float((fp32_pred == truth).mean()),
-        "test_accuracy_int8": float((int8_pred == truth).mean()),
-        "test_agreement": float((fp32_pred == int8_pred).mean()),
+    return {
+        "faces": len(truth),
+        "accuracy_fp32": float((fp32_pred == truth).mean()),
+        "accuracy_int8": float((int8_pred == truth).mean()),
+        "agreement": float((fp32_pred == int8_pred).mean()),
         "logits_max_abs_diff": float(np.abs(fp32_logits - int8_logits).max()),
     }
-    drop = report["test_accuracy_fp32"] - report["test_accuracy_int8"]
+
+
+def check_int8_parity(
+    fp32_logits: np.ndarray, int8_logits: np.ndarray, truth: np.ndarray, config: ExportConfig
+) -> dict[str, Any]:
+    """:func:`int8_agreement` on the faces that judge int8 (the FER+ public-test majority in the
+    ``export`` stage: 3,370 faces resolve a 2-point tolerance, 134 SFEW test faces do not). When
+    ``config`` serves int8, a drop in accuracy beyond ``int8_max_accuracy_drop`` or an agreement
+    under ``int8_min_agreement`` raises :class:`ExportError` (fails closed: NaN fails too); when
+    it serves fp32 the same failures are only logged."""
+    report = int8_agreement(fp32_logits, int8_logits, truth)
+    drop = report["accuracy_fp32"] - report["accuracy_int8"]
     failures = []
     if not drop <= config.int8_max_accuracy_drop:
         failures.append(
-            f"int8 test accuracy {report['test_accuracy_int8']:.4f} is {drop:.4f} below "
-            f"fp32's {report['test_accuracy_fp32']:.4f} "
+            f"int8 accuracy {report['accuracy_int8']:.4f} is {drop:.4f} below "
+            f"fp32's {report['accuracy_fp32']:.4f} "
             f"(int8_max_accuracy_drop {config.int8_max_accuracy_drop})"
         )
-    if not report["test_agreement"] >= config.int8_min_agreement:
+    if not report["agreement"] >= config.int8_min_agreement:
         failures.append(
-            f"int8 and fp32 agree on {report['test_agreement']:.4f} of test faces "
+            f"int8 and fp32 agree on {report['agreement']:.4f} of the faces "
             f"(int8_min_agreement {config.int8_min_agreement})"
         )
     report["passed"] = not failures

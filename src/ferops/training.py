@@ -18,6 +18,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ferops.augment import random_square_crop
+from ferops.ferplus import TARGETS
 from ferops.model import FEATURES, FerResNet, resolve_device
 from ferops.sections import SectionConfig
 
@@ -72,6 +73,9 @@ class TrainConfig(SectionConfig):
     #: Share of every batch drawn from a second data set (FER2013 train while fine-tuning on
     #: SFEW), so fine-tuning does not erase what pre-training learnt; 0 = off.
     extra_share: float = 0.0
+    #: What FER2013 faces learn: their ``folder`` label, or the ``ferplus`` vote distribution
+    #: (:mod:`ferops.ferplus`; faces without usable votes are left out).
+    fer2013_targets: str = "folder"
     #: Sparse classifier: each class's logit reads only this many of the pooled features (those
     #: with the largest |weight| for that class in the starting classifier; the others' weights
     #: are set to 0 and get no gradient), the backbone adapting to it while it trains; 0 = all
@@ -99,6 +103,8 @@ class TrainConfig(SectionConfig):
             raise ValueError(f"head_features must lie in 0..{FEATURES}, got {self.head_features}")
         if self.mixup_alpha > 0 and self.distill_weight > 0:
             raise ValueError("mixup and distillation cannot be combined")
+        if self.fer2013_targets not in TARGETS:
+            raise ValueError(f"fer2013_targets {self.fer2013_targets!r} is not one of {TARGETS}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,8 +154,10 @@ def centre_square(image: np.ndarray, side: int) -> np.ndarray:
 
 
 class FaceSet:
-    """Gray uint8 faces (any sizes) with labels, pre-resized once to the training scale, and
-    optionally the teacher's logits for each face (``soft``, N×7) to distil from."""
+    """Gray uint8 faces (any sizes) with labels, pre-resized once to the training scale;
+    optionally the teacher's logits for each face (``soft``, N×7) to distil from, and target
+    distributions (``targets``, N×7, e.g. FER+ votes) that the loss learns instead of the
+    one-hot labels (the labels then only count accuracy)."""
 
     def __init__(
         self,
@@ -157,16 +165,27 @@ class FaceSet:
         labels: Sequence[int],
         resize: int,
         soft: np.ndarray | None = None,
+        targets: np.ndarray | None = None,
     ) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         if not len(images):
             raise ValueError("a data set needs at least one image")
-        if soft is not None and np.shape(soft) != (len(labels), 7):
-            raise ValueError(f"soft labels must be {len(labels)}×7, got {np.shape(soft)}")
+        for name, extra in (("soft labels", soft), ("targets", targets)):
+            if extra is not None and np.shape(extra) != (len(labels), 7):
+                raise ValueError(f"{name} must be {len(labels)}×7, got {np.shape(extra)}")
         self.images = [resize_short_side(np.asarray(i, dtype=np.uint8), resize) for i in images]
         self.labels = np.asarray(labels, dtype=np.int64)
         self.soft = None if soft is None else np.asarray(soft, dtype=np.float32)
+        self.targets = None if targets is None else np.asarray(targets, dtype=np.float32)
+
+    def target_rows(self, indices: np.ndarray, label_smoothing: float) -> torch.Tensor:
+        """N×7 distributions the loss learns for ``indices``: the given targets, else the
+        labels one-hot, smoothed by ``label_smoothing`` (as ``nn.CrossEntropyLoss`` does)."""
+        if self.targets is not None:
+            return torch.from_numpy(self.targets[indices])
+        one_hot = np.eye(7, dtype=np.float32)[self.labels[indices]]
+        return torch.from_numpy(one_hot * (1 - label_smoothing) + label_smoothing / 7)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -197,6 +216,13 @@ def distillation_loss(
     log_student = torch.log_softmax(student / temperature, dim=1)
     kl = (target * (torch.log(target.clamp_min(1e-12)) - log_student)).sum(1)
     return kl.mean() * temperature**2
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against target distributions, mean over the batch:
+    ``−Σ_c t_c · log softmax(z)_c``; for one-hot targets the ordinary cross-entropy, for
+    smoothed one-hot targets ``nn.CrossEntropyLoss(label_smoothing=…)``'s."""
+    return -(targets * torch.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def to_tensor(gray: np.ndarray) -> torch.Tensor:
@@ -294,21 +320,22 @@ def _mixed_batch(
     extra_indices: np.ndarray | None,
     config: TrainConfig,
     rng: np.random.Generator,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """One training batch (random crops): ``train[indices]`` then ``extra[extra_indices]``, and
-    the teacher logits of both when distilling (else ``None``). :func:`fit` runs it through the
-    network in chunks of ``micro_batch or batch_size`` faces (:func:`chunks`): with
-    ``extra_share`` 0.5 the SFEW half and the extra half are separate chunks, so BatchNorm sees
-    each source's own batch statistics (the recipe as searched and shipped)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One training batch (random crops): ``train[indices]`` then ``extra[extra_indices]``, their
+    labels, the distributions the loss learns (:meth:`FaceSet.target_rows`) and the teacher
+    logits when distilling (else ``None``). :func:`fit` runs it through the network in chunks of
+    ``micro_batch or batch_size`` faces (:func:`chunks`): chunks that hold both sources let
+    BatchNorm's running statistics, which serving uses, see the mix it trains on."""
     sources = [(train, indices)] + ([(extra, extra_indices)] if extra_indices is not None else [])
-    xs, ys, softs = [], [], []
+    xs, ys, targets, softs = [], [], [], []
     for source, picks in sources:
         x, y = source.batch(picks, config.input_size, rng, config.online_flip)
         xs.append(x)
         ys.append(y)
+        targets.append(source.target_rows(picks, config.label_smoothing))
         if config.distill_weight > 0:
             softs.append(torch.from_numpy(source.soft[picks]))
-    return torch.cat(xs), torch.cat(ys), torch.cat(softs) if softs else None
+    return torch.cat(xs), torch.cat(ys), torch.cat(targets), torch.cat(softs) if softs else None
 
 
 def sparse_head_mask(model: FerResNet, features: int) -> torch.utils.hooks.RemovableHandle:
@@ -335,7 +362,6 @@ def train_one_epoch(
     """One pass over ``train`` (each batch topped up with ``extra`` faces to
     ``config.extra_share``; micro-batches accumulate into one step); the mean loss and accuracy."""
     device = next(model.parameters()).device
-    criterion = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     n_extra = (
         round(config.batch_size * config.extra_share / (1 - config.extra_share)) if extra else 0
     )
@@ -350,22 +376,23 @@ def train_one_epoch(
         batch = order[begin : begin + config.batch_size]
         optimiser.zero_grad(set_to_none=True)
         drawn = rng.integers(0, len(extra), n_extra) if n_extra else None
-        x, y, soft = _mixed_batch(train, batch, extra, drawn, config, rng)
+        x, y, target, soft = _mixed_batch(train, batch, extra, drawn, config, rng)
         for part in chunks(len(y), chunk):
             xs, ys = x[part].to(device, memory_format=torch.channels_last), y[part].to(device)
+            ts = target[part].to(device)
             if config.mixup_alpha > 0:
                 lam = float(rng.beta(config.mixup_alpha, config.mixup_alpha))
                 perm = torch.from_numpy(rng.permutation(len(ys))).to(device)
                 out = model(lam * xs + (1 - lam) * xs[perm])
-                loss = lam * criterion(out, ys) + (1 - lam) * criterion(out, ys[perm])
+                loss = soft_cross_entropy(out, lam * ts + (1 - lam) * ts[perm])
             else:
                 out = model(xs)
-                loss = criterion(out, ys)
+                loss = soft_cross_entropy(out, ts)
                 if soft is not None:
                     kd = distillation_loss(out, soft[part].to(device), config.distill_temperature)
                     loss = (1 - config.distill_weight) * loss + config.distill_weight * kd
             (loss * len(ys) / len(y)).backward()
-            loss_sum += float(loss) * len(ys)
+            loss_sum += float(loss.detach()) * len(ys)
             correct += int((out.argmax(1) == ys).sum())
             seen += len(ys)
         optimiser.step()
@@ -401,8 +428,10 @@ def fit(
 
     An epoch is one pass over ``train`` (:func:`train_one_epoch`); with ``extra`` and
     ``config.extra_share`` each batch also holds faces drawn at random from ``extra`` (that share
-    of the batch). With ``config.distill_weight`` the loss mixes the teacher's soft labels of
-    sets that have them (:func:`distillation_loss`) with the cross-entropy on the ground truth.
+    of the batch). The loss is :func:`soft_cross_entropy` against each face's
+    :meth:`FaceSet.target_rows` (smoothed one-hot labels, or a set's own target distributions);
+    with ``config.distill_weight`` it mixes in the teacher's soft labels of sets that have them
+    (:func:`distillation_loss`).
     Then validation (:func:`evaluate_loss`) and the best weights kept (:class:`BestState`)."""
     if config.extra_share > 0 and extra is None:
         raise ValueError("extra_share is set but no extra data set was given")

@@ -352,7 +352,7 @@ def test_int8_parity_fails_closed_when_int8_serves(exported, quantized, calibrat
     # random weights leave tiny margins: int8 flips a few of them, so the bounds are loose here
     serving = ExportConfig(precision="int8", int8_max_accuracy_drop=0.2, int8_min_agreement=0.8)
     report = check_int8_parity(fp32, int8, truth, serving)
-    assert report["passed"] and report["test_agreement"] >= 0.9
+    assert report["passed"] and report["agreement"] >= 0.9
     worse = fp32.copy()
     worse[: len(worse) // 4] = np.roll(fp32[: len(worse) // 4], 1, axis=1)  # a quarter flipped
     worse[: len(worse) // 4, fp32[: len(worse) // 4].argmax(1)] = -1e3
