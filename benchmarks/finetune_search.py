@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         Path("data/prepared/faces"),
         Path("models/pretrain.pt"),
         Path("data/fer2013/fer2013.npz"),
+        Path("data/ferplus/votes.npz"),
         [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")],
     )
     rules = RuleConfig.from_section(load_section("params.yaml", "explain"))

@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         args.crops,
         args.pretrained,
         Path("data/fer2013/fer2013.npz"),
+        Path("data/ferplus/votes.npz"),
         [Path("data/teacher/fer2013.npz"), Path("data/teacher/sfew.npz")],
     )
     config, folds = data.config, data.folds

@@ -40,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--split", type=Path, required=True)
     parser.add_argument("--evaluation", type=Path, required=True)
+    parser.add_argument("--served", type=Path, required=True, help="the served stage's metrics")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     setup_logging()
@@ -50,6 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         flatten({s: params[s] for s in MODEL_SECTIONS if s in params}), sort_keys=True
     )
     evaluation = json.loads(args.evaluation.read_text())
+    ferplus = json.loads(args.served.read_text())["ferplus_publictest_crop_accuracy"]
     tags = {
         **run_tags("register"),
         "params_sha256": hashlib.sha256(flat.encode()).hexdigest(),
@@ -69,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         evaluation["accuracy"],
         margin=section.margin,
         name=MODEL_NAME,
+        ferplus_accuracy=ferplus,
+        ferplus_max_drop=section.ferplus_max_drop,
     )
     write_json(args.out, decision)
     log.info("register: %s", decision)

@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RAW_SFEW = ROOT / "data" / "raw" / "sfew"
 RAW_FER = ROOT / "data" / "raw" / "fer2013"
 RAW_ZOO = ROOT / "data" / "raw" / "zoo"
+RAW_FERPLUS = ROOT / "data" / "raw" / "ferplus"
 
 #: Frames where the face is large, frontal and well lit (dlib HOG finds it at upsample 0).
 CLEAR_FRAMES = (

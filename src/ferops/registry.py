@@ -4,8 +4,10 @@ A registered version is a pyfunc model whose artifacts are the whole serving bun
 labels, preprocessing, rule trees and patterns), the PyTorch weights and the model card; it takes
 image bytes and answers like the service's ``/predict`` (:class:`BundleModel`). The ONNX network
 is also logged in the onnx flavour. ``champion`` moves to a new version only when its test
-accuracy on the same split definition is at least the champion's plus a margin; otherwise the
-version is the ``challenger`` and the decision says why.
+accuracy on the same split definition is at least the champion's plus a margin and it has not
+forgotten breadth: its FER+ public-test accuracy through the bundle (``served`` stage) may be at
+most ``ferplus_max_drop`` below the champion's. Otherwise the version is the ``challenger`` and
+its ``promotion`` tag says why.
 
 A registered version serves itself: the ``ferops`` package is logged with it as code
 (``code_paths``) and its requirements are :func:`serving_requirements`, so
@@ -57,6 +59,7 @@ class RegisterConfig(SectionConfig):
     """The ``register`` section of params.yaml."""
 
     margin: float = 0.0  # champion moves only if test accuracy >= champion's + margin
+    ferplus_max_drop: float = 0.02  # … and FER+ public-test accuracy >= champion's − this
 
 
 def serving_requirements() -> list[str]:
@@ -197,12 +200,34 @@ def champion_version(client, name: str):
     return client.get_model_version(name, str(aliases[CHAMPION]))
 
 
+#: The version tag holding the FER+ public-test majority accuracy through the bundle.
+FERPLUS_TAG = "ferplus_publictest_accuracy"
+
+
+def _number_tag(version, tag: str) -> float:
+    """A version's numeric tag, NaN when it is missing or not a number."""
+    try:
+        return float(version.tags.get(tag))
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def promotion_gate(
-    champion, test_accuracy: float, split_definition: str | None, margin: float
+    champion,
+    test_accuracy: float,
+    split_definition: str | None,
+    margin: float,
+    ferplus_accuracy: float | None = None,
+    ferplus_max_drop: float = 0.02,
 ) -> tuple[bool, str]:
-    """Whether a version with ``test_accuracy`` on ``split_definition`` takes ``champion`` from
-    ``champion`` (a model version or ``None``), and why. A champion whose tags cannot be compared
-    (another split, a test accuracy that is not a number) is never replaced automatically."""
+    """Whether a version with ``test_accuracy`` on ``split_definition`` (and
+    ``ferplus_accuracy`` on the FER+ public test) takes ``champion`` from ``champion`` (a model
+    version or ``None``), and why.
+
+    A champion whose tags cannot be compared (another split, a test accuracy that is not a
+    number, a FER+ figure on one side only) is never replaced automatically. A candidate more
+    than ``ferplus_max_drop`` below the champion's FER+ figure stays challenger whatever its
+    SFEW test accuracy: it forgets FER+."""
     if champion is None:
         return True, "no champion yet"
     if champion.tags.get("split_definition") != split_definition:
@@ -210,22 +235,34 @@ def promotion_gate(
             f"champion v{champion.version} was tested on another split definition: "
             "not comparable, promote by hand"
         )
-    raw = champion.tags.get("test_accuracy")
-    try:
-        best = float(raw)
-    except (TypeError, ValueError):
-        best = math.nan
+    best = _number_tag(champion, "test_accuracy")
     if not math.isfinite(best):
         return False, (
-            f"champion v{champion.version}'s test_accuracy tag {raw!r} is not a "
-            "number: not comparable, promote by hand"
+            f"champion v{champion.version}'s test_accuracy tag "
+            f"{champion.tags.get('test_accuracy')!r} is not a number: not comparable, "
+            "promote by hand"
         )
     # The tag holds 6 decimals: compare at that precision, or a tie would lose to rounding.
     promote = round(test_accuracy, 6) >= round(best + margin, 6)
-    return promote, (
+    reason = (
         f"test accuracy {test_accuracy:.4f} {'>=' if promote else '<'} champion "
         f"v{champion.version}'s {best:.4f} + margin {margin}"
     )
+    champion_ferplus = _number_tag(champion, FERPLUS_TAG)
+    has_ferplus = ferplus_accuracy is not None and math.isfinite(ferplus_accuracy)
+    if has_ferplus != math.isfinite(champion_ferplus):
+        return False, (
+            f"only one of this version and champion v{champion.version} has a FER+ figure: "
+            "not comparable, promote by hand"
+        )
+    if has_ferplus:
+        keeps = round(ferplus_accuracy, 6) >= round(champion_ferplus - ferplus_max_drop, 6)
+        reason += (
+            f"; FER+ {ferplus_accuracy:.4f} {'>=' if keeps else '<'} champion's "
+            f"{champion_ferplus:.4f} − {ferplus_max_drop}" + ("" if keeps else " (forgets FER+)")
+        )
+        promote = promote and keeps
+    return promote, reason
 
 
 def register_bundle(
@@ -237,8 +274,11 @@ def register_bundle(
     margin: float = 0.0,
     name: str = MODEL_NAME,
     card: Path | None = MODEL_CARD,
+    ferplus_accuracy: float | None = None,
+    ferplus_max_drop: float = 0.02,
 ) -> dict[str, Any]:
-    """Register ``bundle`` (idempotent) and apply the promotion gate; return the decision.
+    """Register ``bundle`` (idempotent) and apply the promotion gate (:func:`promotion_gate`);
+    return the decision. ``ferplus_accuracy`` is tagged on the version as :data:`FERPLUS_TAG`.
 
     ``card`` (the model card, when the file exists) is logged with the version's artifacts as
     ``MODEL_CARD.md``; its summary becomes the registered model's description and, with the
@@ -299,6 +339,8 @@ def register_bundle(
             pip_requirements=serving_requirements(),
         )
     version_tags = {**tags, "bundle_sha256": bundle_sha, "test_accuracy": f"{test_accuracy:.6f}"}
+    if ferplus_accuracy is not None:
+        version_tags[FERPLUS_TAG] = f"{ferplus_accuracy:.6f}"
     version = mlflow.register_model(info.model_uri, name, tags=version_tags)
     number = int(version.version)
 
@@ -308,8 +350,17 @@ def register_bundle(
         "version": number,
         "test_accuracy": test_accuracy,
         "margin": margin,
+        "ferplus_accuracy": ferplus_accuracy,
+        "ferplus_max_drop": ferplus_max_drop,
     }
-    promote, reason = promotion_gate(champion, test_accuracy, tags.get("split_definition"), margin)
+    promote, reason = promotion_gate(
+        champion,
+        test_accuracy,
+        tags.get("split_definition"),
+        margin,
+        ferplus_accuracy,
+        ferplus_max_drop,
+    )
     alias = CHAMPION if promote else CHALLENGER
     client.set_registered_model_alias(name, alias, number)
     client.set_model_version_tag(name, str(number), "promotion", f"{alias}: {reason}")
@@ -318,6 +369,9 @@ def register_bundle(
         client.update_registered_model(name, description=summary)
         facts = {
             "test accuracy": f"{test_accuracy:.4f}",
+            "FER+ public-test accuracy": (
+                "not measured" if ferplus_accuracy is None else f"{ferplus_accuracy:.4f}"
+            ),
             "test split sha256": tags.get("split_definition", "unknown"),
             "git commit": tags.get("git_commit", "unknown"),
             "bundle sha256": bundle_sha,

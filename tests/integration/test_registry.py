@@ -91,6 +91,40 @@ def test_register_twice_is_one_version_and_gate_decides(
     shutil.rmtree(tmp_path)
 
 
+def test_real_registry_keeps_a_candidate_that_forgets_ferplus_a_challenger(
+    registry: str, tmp_path: Path
+) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from ferops.registry import FERPLUS_TAG, register_bundle
+
+    name, tags = registry, {"split_definition": "abc", "git_commit": "test"}
+    first, w1 = make_bundle(tmp_path / "a", seed=1)
+    d1 = register_bundle(first, w1, _run_id(), tags, 0.40, name=name, ferplus_accuracy=0.80)
+    assert d1["alias"] == "champion"
+    client = MlflowClient()
+    assert client.get_model_version(name, "1").tags[FERPLUS_TAG] == "0.800000"
+
+    # Better on SFEW, 5 points worse on FER+: stays challenger, and its tag says why.
+    forgets, w2 = make_bundle(tmp_path / "b", seed=2)
+    d2 = register_bundle(forgets, w2, _run_id(), tags, 0.45, name=name, ferplus_accuracy=0.75)
+    assert (d2["alias"], d2["champion"]) == ("challenger", 1)
+    assert "forgets FER+" in d2["reason"]
+    assert "forgets FER+" in client.get_model_version(name, "2").tags["promotion"]
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+
+    # Within the allowed drop (1 point < 2): the SFEW win promotes it.
+    keeps, w3 = make_bundle(tmp_path / "c", seed=3)
+    d3 = register_bundle(keeps, w3, _run_id(), tags, 0.45, name=name, ferplus_accuracy=0.79)
+    assert (d3["alias"], d3["version"]) == ("champion", 3), d3["reason"]
+
+    # No FER+ figure against a champion that has one: not comparable, never promoted by itself.
+    unmeasured, w4 = make_bundle(tmp_path / "d", seed=4)
+    d4 = register_bundle(unmeasured, w4, _run_id(), tags, 0.99, name=name)
+    assert d4["alias"] == "challenger" and "not comparable" in d4["reason"]
+    shutil.rmtree(tmp_path)
+
+
 def test_models_cli_lists_and_rolls_back(registry: str, tmp_path: Path, capsys) -> None:
     from mlflow.tracking import MlflowClient
 

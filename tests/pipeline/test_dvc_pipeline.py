@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ferops.data import CLASSES, scan_frames
-from tests.paths import RAW_ZOO, ROOT
+from tests.paths import RAW_FERPLUS, RAW_ZOO, ROOT
 
 #: Overrides that make every stage fast; the rest of params.yaml is used as shipped.
 TINY = {
@@ -62,6 +62,8 @@ def project(tmp_path_factory: pytest.TempPathFactory, sfew_root: Path, fer_root:
     (proj / "data/raw/zoo").mkdir(parents=True)
     for model in RAW_ZOO.glob("*.onnx"):  # YuNet and the teacher
         (proj / "data/raw/zoo" / model.name).symlink_to(model)
+    (proj / "data/raw/ferplus").mkdir(parents=True)  # FER+ votes of every face, joined by path
+    (proj / "data/raw/ferplus/votes.csv").symlink_to(RAW_FERPLUS / "votes.csv")
     for split in ("train", "publictest"):
         for label in CLASSES:
             (proj / "data/raw/fer2013" / split / label).mkdir(parents=True)
@@ -153,6 +155,10 @@ def test_registered_as_champion(project: Path, mlflow_server: str) -> None:
     champion = client.get_model_version_by_alias(decision["name"], "champion")
     assert int(champion.version) == decision["version"]
     assert champion.tags["bundle_sha256"] and champion.tags["split_definition"]
+    served = json.loads((project / "metrics/served.json").read_text())
+    assert float(champion.tags["ferplus_publictest_accuracy"]) == pytest.approx(
+        served["ferplus_publictest_crop_accuracy"], abs=1e-6
+    )
 
 
 def test_features_csv_has_the_papers_columns(project: Path) -> None:

@@ -110,6 +110,7 @@ def test_crossval_inputs_never_load_a_test_face(tmp_path) -> None:
         tmp_path / "none.pt",
         tmp_path / "none.npz",
         tmp_path / "none.npz",
+        tmp_path / "none.npz",
     )
     test_ids = {r["image_id"] for r in out if r["split"] == "test"}
     assert test_ids and not test_ids & {r["image_id"] for r in data.rows}
