@@ -11,7 +11,8 @@ setup:
 repro: setup
 	$(ACTIVATE) && dvc pull --allow-missing -q && dvc repro
 
-# Every stage recomputed from the raw data (about 50 minutes on 2 cores), then stored.
+# Every stage recomputed from the raw data (about 90 minutes on 2 cores, 62 of them pre-training),
+# then stored.
 retrain: setup
 	$(ACTIVATE) && dvc repro --force && $(MAKE) store
 
